@@ -1,0 +1,179 @@
+"""Offline subcommands: sample, logprob, eval, train, import-circuit."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from .common import add_model_arg, add_solver_args, finite_list, load, print_json, solver_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="draw samples (and log q) from a model; prints JSON")
+    add_model_arg(p)
+    p.add_argument("-n", type=int, default=8, help="number of samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-logprob", action="store_true", help="skip the log-density channel")
+    add_solver_args(p)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("logprob", help="log-density of points; prints JSON")
+    add_model_arg(p)
+    p.add_argument("--points", required=True, help="JSON file with a list of points, or - for stdin")
+    add_solver_args(p)
+    p.set_defaults(func=cmd_logprob)
+
+    p = sub.add_parser("eval", help="evaluate a model on its task; prints JSON")
+    add_model_arg(p)
+    p.add_argument("-n", type=int, default=8192, help="fresh test points / samples")
+    p.add_argument("--seed", type=int, default=20_240_101)
+    p.add_argument("--write", action="store_true", help="also write eval.json into the checkpoint")
+    add_solver_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train", help="train a model from a YAML config (resumable)")
+    p.add_argument("config", help="training config (YAML)")
+    p.add_argument("--out", help="checkpoint directory (default: runs/<name>)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    p.add_argument("--iterations", type=int, help="override the config's iteration count")
+    p.add_argument("--no-eval", action="store_true", help="skip evaluation and pictures at the end")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("import-circuit", help="turn a circuit JSON file into a checkpoint")
+    p.add_argument("file", help="circuit JSON (see README, 'Importing circuits')")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.set_defaults(func=cmd_import)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    if args.n < 1:
+        raise ValueError("-n must be >= 1")
+    model = load(args)
+    gen = torch.Generator().manual_seed(args.seed)
+    with torch.no_grad():
+        res = model.sample(args.n, gen, solver_from_args(model, args), with_logprob=not args.no_logprob)
+    out = {"samples": finite_list(res.x), "logprob": None if res.logp is None else finite_list(res.logp),
+           "status": res.stats.status.name.lower(), "nfe": res.stats.nfe}
+    print_json(out)
+    return 0 if res.stats.ok else 1
+
+
+def read_points(source: str, dim: int) -> torch.Tensor:
+    """A JSON list of points from a file or stdin → ``(n, dim)`` float64 tensor; ValueError if malformed."""
+    text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"points: not valid JSON ({err})") from None
+    if isinstance(data, dict) and "points" in data:
+        data = data["points"]
+    if not isinstance(data, list) or not data:
+        raise ValueError("points: expected a non-empty JSON list of points")
+    for i, p in enumerate(data):
+        if not isinstance(p, list) or len(p) != dim:
+            raise ValueError(f"points[{i}]: expected a list of {dim} numbers")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in p):
+            raise ValueError(f"points[{i}]: every coordinate must be a number")
+    t = torch.tensor(data, dtype=torch.float64)
+    bad = (~torch.isfinite(t)).any(dim=1).nonzero()
+    if len(bad):
+        raise ValueError(f"points[{int(bad[0])}]: coordinates must be finite")
+    return t
+
+
+def cmd_logprob(args: argparse.Namespace) -> int:
+    model = load(args)
+    x = read_points(args.points, model.data_dim)
+    with torch.no_grad():
+        res = model.log_prob(x, solver_from_args(model, args))
+    print_json({"logprob": finite_list(res.logp), "status": res.stats.status.name.lower(), "nfe": res.stats.nfe})
+    return 0 if res.stats.ok else 1
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from models.checkpoint import EVAL_FILE, atomic_write
+    from models.data import get_task
+    from models.evaluate import evaluate
+    from models.zoo import resolve
+    model = load(args)
+    task = get_task(_task_of(resolve(args.model), model.spec.name))
+    result = evaluate(model, task, args.n, args.seed, solver_from_args(model, args))
+    if args.write:
+        atomic_write(resolve(args.model) / EVAL_FILE, (json.dumps(result, indent=1) + "\n").encode())
+    print_json(result)
+    return 0
+
+
+def _task_of(directory: Path, name: str) -> str:
+    """The task a checkpoint was trained on: from its config.yaml, else its name."""
+    cfg = directory / "config.yaml"
+    if cfg.is_file():
+        return yaml.safe_load(cfg.read_text())["task"]
+    return name
+
+
+def load_train_config(path: str):
+    from pydantic import ValidationError
+
+    from models.config import TrainConfig
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+        return TrainConfig(**raw)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err})") from None
+    except ValidationError as err:
+        e = err.errors()[0]
+        raise ValueError(f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+    except TypeError:
+        raise ValueError(f"{path}: expected a mapping of training settings") from None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import shutil
+
+    import torch.distributed as dist
+
+    from models.checkpoint import EVAL_FILE, atomic_write
+    from models.data import get_task
+    from models.evaluate import evaluate
+    from models.train import train
+
+    from .plots import loss_curve, samples_figure
+
+    cfg = load_train_config(args.config)
+    if args.iterations:
+        cfg = cfg.model_copy(update={"iterations": args.iterations})
+    out = Path(args.out or Path("runs") / cfg.name)
+    out.mkdir(parents=True, exist_ok=True)
+    distributed = dist.is_torchelastic_launched()
+    rank = int(dist.get_rank()) if distributed and dist.is_initialized() else 0
+    model, history = train(cfg, out, resume=not args.no_resume, distributed=distributed)
+    if distributed:
+        rank = dist.get_rank()
+    if rank != 0:
+        return 0
+    if Path(args.config).resolve() != (out / "config.yaml").resolve():
+        shutil.copyfile(args.config, out / "config.yaml")
+    loss_curve(history.loss, out / "loss.png", cfg.name)
+    if not args.no_eval:
+        task = get_task(cfg.task)
+        result = evaluate(model, task, cfg.eval_samples)
+        result["train_seconds"] = round(history.seconds, 1)
+        result["iterations"] = cfg.iterations
+        atomic_write(out / EVAL_FILE, (json.dumps(result, indent=1) + "\n").encode())
+        samples_figure(model, task, out / "samples.png")
+        print_json(result)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from models.checkpoint import circuit_from_json, save_model
+    model = circuit_from_json(args.file, torch.float64)
+    digest = save_model(model, args.out)
+    print_json({"name": model.spec.name, "out": str(args.out), "sha256": digest,
+                "layers": len(model.spec.layers), "edges": model.spec.num_edges})
+    return 0

@@ -1,0 +1,207 @@
+"""Typed, validated configuration for circuits, solvers, hardware constants and training.
+
+Every knob of the project lives here with its documented default; nothing else in
+``models/`` reads the environment or a file to decide a setting.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ACTIVATIONS = ("tanh", "relu", "leaky_relu", "identity")
+DEVICE_FAMILIES = tuple(f"affine-{a}" for a in ACTIVATIONS) + tuple(
+    f"diff-{a}" for a in ACTIVATIONS
+) + ("conductance",)
+ADAPTIVE_METHODS = ("dopri5", "bosh3", "adaptive_heun", "dopri8", "fehlberg2")
+FIXED_METHODS = ("rk4", "euler", "midpoint")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HardwareConstants(_Frozen):
+    """Physical constants that map the dimensionless ODE onto a chip (DESIGN.md §3).
+
+    One unit of model time lasts ``tau_s = capacitance_f * voltage_scale_v / current_scale_a``.
+    The DAC/ADC figures are placeholders for a fast converter pair; override them per chip.
+    """
+
+    capacitance_f: float = Field(1e-12, gt=0, description="node capacitance C, farads")
+    voltage_scale_v: float = Field(1.0, gt=0, description="V0: one model volt, in volts")
+    current_scale_a: float = Field(1e-3, gt=0, description="I0: one model ampere, in amperes")
+    dac_setup_s: float = Field(5e-9, ge=0, description="input DAC set-up time, seconds")
+    adc_readout_s: float = Field(5e-9, ge=0, description="output sample/hold + ADC time, seconds")
+
+    @property
+    def tau_s(self) -> float:
+        """Seconds per unit of model time: C·V0/I0."""
+        return self.capacitance_f * self.voltage_scale_v / self.current_scale_a
+
+
+class SolverConfig(_Frozen):
+    """How to integrate the circuit ODE.
+
+    ``rk4``/``euler``/``midpoint`` take ``steps_per_layer`` fixed steps in each layer
+    (one int for all layers or one per layer); adaptive methods use torchdiffeq with
+    ``rtol``/``atol``. Every solve is bounded by ``max_steps`` (accepted + rejected
+    steps over the whole solve) and ``max_wall_s`` seconds, and reports a status.
+    """
+
+    method: Literal["rk4", "euler", "midpoint", "dopri5", "bosh3", "adaptive_heun", "dopri8", "fehlberg2"] = "rk4"
+    steps_per_layer: int | tuple[int, ...] = 16
+    rtol: float = Field(1e-4, gt=0, lt=1)
+    atol: float = Field(1e-4, gt=0, lt=1)
+    max_steps: int = Field(100_000, ge=1)
+    max_wall_s: float = Field(60.0, gt=0)
+
+    @field_validator("steps_per_layer")
+    @classmethod
+    def _positive_steps(cls, v: int | tuple[int, ...]) -> int | tuple[int, ...]:
+        values = (v,) if isinstance(v, int) else v
+        if not values or any(s < 1 for s in values):
+            raise ValueError("steps_per_layer must be >= 1")
+        return v
+
+    @property
+    def adaptive(self) -> bool:
+        return self.method in ADAPTIVE_METHODS
+
+    def steps_for(self, layer: int, n_layers: int) -> int:
+        """Fixed steps for ``layer`` (0-based) of an ``n_layers`` circuit."""
+        if isinstance(self.steps_per_layer, int):
+            return self.steps_per_layer
+        if len(self.steps_per_layer) != n_layers:
+            raise ValueError(
+                f"steps_per_layer has {len(self.steps_per_layer)} entries for {n_layers} layers"
+            )
+        return self.steps_per_layer[layer]
+
+
+class LayerSpec(_Frozen):
+    """One time slice: its duration (model time), node count and edge list.
+
+    ``edges`` are ``[source, destination]`` pairs, 0 = ground, 1..nodes = non-ground nodes.
+    ``capacitance`` is dimensionless (1 = the hardware C); a list gives one per node.
+    """
+
+    duration: float = Field(gt=0)
+    nodes: int = Field(ge=1)
+    edges: tuple[tuple[int, int], ...]
+    capacitance: float | tuple[float, ...] = 1.0
+
+    @model_validator(mode="after")
+    def _check(self) -> "LayerSpec":
+        if not math.isfinite(self.duration):
+            raise ValueError("duration must be finite")
+        caps = (self.capacitance,) if isinstance(self.capacitance, float | int) else self.capacitance
+        if isinstance(self.capacitance, tuple) and len(self.capacitance) != self.nodes:
+            raise ValueError(f"capacitance has {len(self.capacitance)} entries for {self.nodes} nodes")
+        if any(not (c > 0 and math.isfinite(c)) for c in caps):
+            raise ValueError("capacitance must be positive and finite")
+        for k, (s, d) in enumerate(self.edges):
+            for which, node in (("source", s), ("destination", d)):
+                if not 0 <= node <= self.nodes:
+                    raise ValueError(f"edge {k}: {which} node {node} outside 0..{self.nodes}")
+            if s == d:
+                raise ValueError(f"edge {k}: self-loop on node {s}")
+        if not self.edges:
+            raise ValueError("a layer needs at least one edge")
+        return self
+
+
+class CircuitSpec(_Frozen):
+    """The architecture of a KirchhoffNet: everything but the learned parameters."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    device: str
+    data_dim: int = Field(ge=1)
+    layers: tuple[LayerSpec, ...] = Field(min_length=1)
+    pad_mode: Literal["zeros", "repeat"] = "zeros"
+    leaky_slope: float = Field(0.2, gt=0, lt=1, description="negative slope of leaky_relu devices")
+    hardware: HardwareConstants = HardwareConstants()
+    solver: SolverConfig = SolverConfig()
+    version: str = "1"
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if v not in DEVICE_FAMILIES:
+            raise ValueError(f"unknown device {v!r}; expected one of {', '.join(DEVICE_FAMILIES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _dims(self) -> "CircuitSpec":
+        if self.layers[-1].nodes < self.data_dim:
+            raise ValueError(
+                f"last layer has {self.layers[-1].nodes} nodes, fewer than data_dim={self.data_dim}"
+            )
+        return self
+
+    @property
+    def end_time(self) -> float:
+        """T, the total model time (sum of layer durations)."""
+        return float(sum(layer.duration for layer in self.layers))
+
+    @property
+    def layer_bounds(self) -> list[tuple[float, float]]:
+        """[(t_{l-1}, t_l)] for every layer, model time."""
+        out, t = [], 0.0
+        for layer in self.layers:
+            out.append((t, t + layer.duration))
+            t += layer.duration
+        return out
+
+    @property
+    def bijective(self) -> bool:
+        """True when every layer has exactly ``data_dim`` nodes, so log-density is exact."""
+        return all(layer.nodes == self.data_dim for layer in self.layers)
+
+    @property
+    def num_edges(self) -> int:
+        return sum(len(layer.edges) for layer in self.layers)
+
+
+class TopologySpec(_Frozen):
+    """Recipe for a layer's edge list (see ``models.topology``)."""
+
+    kind: Literal["full", "neighbourhood", "mixed"] = "full"
+    repeat: int = Field(1, ge=1)
+    include_ground: bool = True
+    grid: tuple[int, int, int] | None = None  # (channels, height, width) for neighbourhood/mixed
+    kernel: int = Field(3, ge=1)
+    hubs: int = Field(0, ge=0)
+
+
+class ArchitectureConfig(_Frozen):
+    """Generator-level description used in training configs."""
+
+    device: str = "affine-tanh"
+    layers: int = Field(2, ge=1, le=64)
+    end_time: float = Field(1.0, gt=0)
+    nodes: int | None = None  # default: data_dim
+    topology: TopologySpec = TopologySpec()
+    init_scale: float = Field(0.5, gt=0)
+
+
+class TrainConfig(_Frozen):
+    """A training run: ``knet train CONFIG.yaml`` reads exactly this."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    task: str
+    objective: Literal["likelihood", "density_matching"] = "likelihood"
+    architecture: ArchitectureConfig = ArchitectureConfig()
+    train_solver: SolverConfig = SolverConfig(method="rk4", steps_per_layer=8)
+    serve_solver: SolverConfig = SolverConfig(method="rk4", steps_per_layer=16)
+    hardware: HardwareConstants = HardwareConstants()
+    iterations: int = Field(2000, ge=1)
+    batch_size: int = Field(512, ge=1)
+    lr: float = Field(5e-3, gt=0)
+    lr_final: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(10.0, gt=0)
+    seed: int = 0
+    checkpoint_every: int = Field(200, ge=1)
+    eval_samples: int = Field(8192, ge=1)

@@ -1,0 +1,175 @@
+"""KirchhoffNet as a continuous normalizing flow: sampling and exact log-density.
+
+Generation: z ~ N(0, I) is the initial voltage at t = 0 and x = v(T). Along a trajectory
+d log p/dt = −tr(∂f/∂v), so  log q(x) = log N(z; 0, I) − ∫_0^T tr(∂f/∂v) dt,  with the
+trace in closed form (``models.circuit``). ``log_prob`` integrates from x at T back to z.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .circuit import CircuitLayer, Form, LayerOperator
+from .config import CircuitSpec, SolverConfig
+from .solvers import Budget, BudgetExceeded, SolveStats, Status, adaptive, fixed_step
+
+
+@dataclass
+class FlowResult:
+    """What a flow call returns.
+
+    ``x``: ``(batch, data_dim)`` samples (``sample``) or latents z (``log_prob``);
+    ``logp``: ``(batch,)`` log-density in nats, or None when not requested or undefined;
+    ``stats``: status, NFE, steps and wall time of the solve.
+    """
+
+    x: Tensor
+    logp: Tensor | None
+    stats: SolveStats
+
+
+def standard_normal_log_prob(z: Tensor) -> Tensor:
+    """log N(z; 0, I) for ``z (batch, d)`` → ``(batch,)``."""
+    return -0.5 * (z * z).sum(dim=1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
+
+
+def resize_nodes(v: Tensor, nodes: int, pad_mode: str) -> Tensor:
+    """Adapt ``v (batch, n)`` to ``nodes``: drop surplus nodes, or add nodes at 0 V
+    (``zeros``) or repeating the existing voltages cyclically (``repeat``)."""
+    n = v.shape[1]
+    if nodes == n:
+        return v
+    if nodes < n:
+        return v[:, :nodes]
+    if pad_mode == "zeros":
+        return torch.nn.functional.pad(v, (0, nodes - n))
+    idx = torch.arange(nodes, device=v.device) % n
+    return v[:, idx]
+
+
+class KirchhoffNet(nn.Module):
+    """A multi-layer KirchhoffNet flow. Parameters live in ``layers``; architecture in ``spec``."""
+
+    def __init__(self, spec: CircuitSpec, params: list[dict[str, Tensor]] | None = None,
+                 init_scale: float = 0.5, seed: int = 0):
+        super().__init__()
+        self.spec = spec
+        gen = torch.Generator().manual_seed(seed)
+        self.layers = nn.ModuleList(
+            CircuitLayer(layer, spec.device, None if params is None else params[i], spec.leaky_slope,
+                         init_scale=init_scale, generator=gen)
+            for i, layer in enumerate(spec.layers)
+        )
+        self.form: Form = "auto"
+
+    # -- bookkeeping -----------------------------------------------------------------
+    @property
+    def data_dim(self) -> int:
+        return self.spec.data_dim
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def operators(self) -> list[LayerOperator]:
+        return [layer.operator(self.form) for layer in self.layers]
+
+    def raw_params(self) -> list[dict[str, Tensor]]:
+        return [{k: p.detach().cpu() for k, p in layer.params.items()} for layer in self.layers]
+
+    # -- integration -----------------------------------------------------------------
+    def integrate(self, v: Tensor, solver: SolverConfig | None = None, reverse: bool = False,
+                  with_divergence: bool = True, operators: list[LayerOperator] | None = None
+                  ) -> tuple[Tensor, Tensor | None, SolveStats]:
+        """Solve the circuit from t = 0 to T (or T to 0 when ``reverse``).
+
+        Args:
+            v: ``(batch, data_dim)`` initial voltages (model volts).
+            solver: solver settings; defaults to the model's serving settings.
+            reverse: integrate data → latent (requires a bijective circuit).
+            with_divergence: also accumulate ∫ tr(∂f/∂v) dt, ``(batch,)``.
+
+        Returns:
+            ``(v_end (batch, data_dim), integral or None, stats)``. On failure the
+            state reached so far is returned with a non-success status.
+        """
+        cfg = solver or self.spec.solver
+        ops = operators if operators is not None else self.operators()
+        budget = Budget(cfg.max_steps, cfg.max_wall_s)
+        order = range(len(ops) - 1, -1, -1) if reverse else range(len(ops))
+        if reverse and not self.spec.bijective:
+            raise ValueError("reverse integration needs every layer to have data_dim nodes")
+        ell = v.new_zeros(v.shape[0]) if with_divergence else None
+        stats = SolveStats()
+        sign = -1.0 if reverse else 1.0
+        try:
+            for k in order:
+                op, layer = ops[k], self.spec.layers[k]
+                v = resize_nodes(v, layer.nodes, self.spec.pad_mode)
+                fn = _field(op, sign, with_divergence)
+                if cfg.adaptive:
+                    v, ell = adaptive(fn, v, ell, layer.duration, cfg, budget)
+                else:
+                    v, ell = fixed_step(fn, v, ell, layer.duration, cfg.steps_for(k, len(ops)),
+                                        cfg.method, budget)
+                if not bool(torch.isfinite(v).all()) or (ell is not None and not bool(torch.isfinite(ell).all())):
+                    raise BudgetExceeded(Status.NONFINITE, f"non-finite voltages after layer {k}")
+        except BudgetExceeded as exc:
+            stats.status, stats.message = exc.status, str(exc)
+        stats.nfe, stats.steps = budget.nfe, budget.steps
+        stats.wall_s = time.perf_counter() - budget.started
+        return resize_nodes(v, self.data_dim, self.spec.pad_mode), ell, stats
+
+    # -- flow API --------------------------------------------------------------------
+    def sample(self, n: int, generator: torch.Generator | None = None, solver: SolverConfig | None = None,
+               with_logprob: bool = True, z: Tensor | None = None) -> FlowResult:
+        """Draw ``n`` samples: ``x (n, data_dim)`` and, for bijective circuits, log q(x) ``(n,)``.
+
+        The latent is drawn on the CPU from ``generator`` so a seed gives the same samples
+        on any device.
+        """
+        if z is None:
+            if n < 1:
+                raise ValueError("n must be >= 1")
+            z = torch.randn(n, self.data_dim, generator=generator, dtype=torch.float64)
+        z = z.to(device=self.device, dtype=self.dtype)
+        want_logp = with_logprob and self.spec.bijective
+        x, ell, stats = self.integrate(z, solver, reverse=False, with_divergence=want_logp)
+        logq = standard_normal_log_prob(z) - ell if want_logp else None
+        return FlowResult(x, logq, stats)
+
+    def log_prob(self, x: Tensor, solver: SolverConfig | None = None) -> FlowResult:
+        """Exact log-density of ``x (batch, data_dim)`` in nats: ``logp (batch,)``; ``x`` of the
+        result holds the latents z. ValueError for non-bijective circuits or a wrong shape."""
+        if not self.spec.bijective:
+            raise ValueError(f"model {self.spec.name!r} changes node counts between layers; "
+                             "its log-density is not defined")
+        if x.ndim != 2 or x.shape[1] != self.data_dim:
+            raise ValueError(f"points must have shape (batch, {self.data_dim}), got {tuple(x.shape)}")
+        x = x.to(device=self.device, dtype=self.dtype)
+        z, ell, stats = self.integrate(x, solver, reverse=True, with_divergence=True)
+        return FlowResult(z, standard_normal_log_prob(z) - ell, stats)
+
+    def forward(self, z: Tensor, solver: SolverConfig | None = None) -> Tensor:
+        """The map z ↦ x = v(T), ``(batch, data_dim)``."""
+        return self.integrate(z, solver, with_divergence=False)[0]
+
+
+def _field(op: LayerOperator, sign: float, with_divergence: bool):
+    if with_divergence:
+        def fn(v: Tensor):
+            dv, div = op.rhs_and_divergence(v)
+            return (dv if sign > 0 else -dv), div
+    else:
+        def fn(v: Tensor):
+            dv = op.rhs(v)
+            return (dv if sign > 0 else -dv), None
+    return fn

@@ -1,0 +1,50 @@
+"""Projected timing and energy of a KirchhoffNet built as a chip (DESIGN.md §3)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import CircuitSpec, HardwareConstants
+
+
+@dataclass(frozen=True)
+class ChipTiming:
+    """Projected forward-pass timing of one inference on the chip, all in seconds."""
+
+    tau_s: float  # seconds per unit of model time, C·V0/I0
+    settle_s: float  # T·τ, the analog evolution
+    dac_s: float
+    adc_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.settle_s + self.dac_s + self.adc_s
+
+
+def chip_timing(end_time: float, hw: HardwareConstants) -> ChipTiming:
+    """Timing of a solve of ``end_time`` model-time units on hardware ``hw``."""
+    return ChipTiming(hw.tau_s, end_time * hw.tau_s, hw.dac_setup_s, hw.adc_readout_s)
+
+
+def projected_latency_s(spec: CircuitSpec) -> float:
+    """Projected chip latency of one forward pass: T·τ + DAC set-up + ADC read-out, seconds."""
+    return chip_timing(spec.end_time, spec.hardware).total_s
+
+
+def capacitor_energy_j(spec: CircuitSpec, swing_model_volts: float = 1.0) -> float:
+    """Energy to charge every node capacitor through a swing of ``swing_model_volts``:
+    E = Σ_layers nodes · ½·C·(ΔV·V0)², joules (a lower bound on dynamic energy)."""
+    hw = spec.hardware
+    nodes = max(layer.nodes for layer in spec.layers)
+    return nodes * 0.5 * hw.capacitance_f * (swing_model_volts * hw.voltage_scale_v) ** 2
+
+
+def device_energy_bound_j(spec: CircuitSpec, mean_abs_current: float = 1.0,
+                          mean_abs_voltage: float = 1.0) -> float:
+    """Device dissipation over the solve: Σ_layers edges·|i|·|Δv|·duration·τ·I0·V0, joules,
+    with |i| and |Δv| in model units (1 is the device's full scale for a tanh device)."""
+    hw = spec.hardware
+    return sum(
+        len(layer.edges) * mean_abs_current * hw.current_scale_a * mean_abs_voltage * hw.voltage_scale_v
+        * layer.duration * hw.tau_s
+        for layer in spec.layers
+    )

@@ -127,7 +127,8 @@ def load_train_config(path: str):
         raise ValueError(f"{path}: not valid YAML ({err})") from None
     except ValidationError as err:
         e = err.errors()[0]
-        raise ValueError(f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+        loc, msg = ".".join(map(str, e["loc"])), e["msg"].removeprefix("Value error, ")
+        raise ValueError(f"{path}: {loc}: {msg}" if loc else f"{path}: {msg}") from None
     except TypeError:
         raise ValueError(f"{path}: expected a mapping of training settings") from None
 

@@ -205,3 +205,32 @@ class TrainConfig(_Frozen):
     seed: int = 0
     checkpoint_every: int = Field(200, ge=1)
     eval_samples: int = Field(8192, ge=1)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        from .data import TASKS  # lazy: the task registry imports torch and numpy
+        if v not in TASKS:
+            raise ValueError(f"unknown task {v!r}; expected one of {', '.join(TASKS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        from .data import TASKS
+        task = TASKS[self.task]
+        wanted = "likelihood" if task.kind == "data" else "density_matching"
+        if self.objective != wanted:
+            raise ValueError(f"task {self.task!r} is {'a data set' if task.kind == 'data' else 'an energy'}; "
+                             f"its objective must be {wanted!r}, not {self.objective!r}")
+        nodes = self.architecture.nodes
+        if nodes is not None and nodes != task.dim:
+            # log q needs a bijective flow: every layer holds exactly the data dimensions
+            raise ValueError(f"architecture.nodes is {nodes}, but task {self.task!r} has {task.dim} "
+                             "dimensions; training needs nodes equal to the data dimension")
+        grid = self.architecture.topology.grid
+        if grid is not None and grid[0] * grid[1] * grid[2] != task.dim:
+            raise ValueError(f"architecture.topology.grid {list(grid)} holds {grid[0] * grid[1] * grid[2]} "
+                             f"nodes, but task {self.task!r} has {task.dim} dimensions")
+        if self.lr_final > self.lr:
+            raise ValueError(f"lr_final ({self.lr_final:g}) must not exceed lr ({self.lr:g})")
+        return self

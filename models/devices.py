@@ -70,7 +70,8 @@ def activation_and_slope(name: str, z: Tensor, leaky_slope: float = 0.2) -> tupl
         return torch.where(pos, z, 0.0), pos.to(z.dtype)
     if name == "leaky_relu":
         pos = z > 0
-        return torch.where(pos, z, leaky_slope * z), torch.where(pos, 1.0, leaky_slope).to(z.dtype)
+        slope = pos.to(z.dtype) * (1.0 - leaky_slope) + leaky_slope  # in z's dtype, not float32
+        return torch.where(pos, z, leaky_slope * z), slope
     if name == "identity":
         return z, torch.ones_like(z)
     raise ValueError(f"unknown activation {name!r}")

@@ -1,0 +1,336 @@
+"""SPICE netlists of a KirchhoffNet (ngspice dialect), in three variants.
+
+Physical mapping (DESIGN.md §3): node voltage V = V0·v, device current I = I0·i(v), node
+capacitor C·c_k (c_k the node's dimensionless capacitance), so one unit of model time lasts
+τ = C·V0/I0 seconds and the deck runs to T·τ.
+
+Variants:
+
+- ``sample``: latent z → data x. Inputs ``in1..ind`` (model units) set the initial node
+  voltages ``V(nk) = V0·in_k``; read ``x_k = V(nk)/V0`` at T·τ.
+- ``logprob``: ``sample`` plus an accumulator node ``nacc`` (capacitor C) fed by one
+  divergence current per device, ``−I0·w_e·act'(z_e)``, so ``V(nacc) = V0·(log N(z) − ∫div)``
+  = V0·log q(x) at T·τ. log N(z) enters as the accumulator's initial condition, computed
+  from the input parameters (``.param lognz``).
+- ``reverse``: data x → latent z. Device currents negated and layers played in reverse
+  order; the accumulator integrates the same divergence currents, and a behavioural voltage
+  source ``nlogp`` adds log N of the node voltages: ``V(nlogp) = V0·log p(x)`` at T·τ.
+
+Names (stable, documented in docs/export.md): nodes ``n<k>`` (k = model node index,
+1-based; ``0`` is ground), ``nacc``, ``nlogp``, ``nclk``; elements ``C_N<k>`` node capacitors,
+``B_L<l>_E<e>`` device e of layer l (both 0-based, as in the parameter table and the
+checkpoint), ``BD_L<l>_E<e>`` its divergence current, ``C_ACC``, ``B_LOGP``, ``V_CLK``.
+
+Gating: a device of layer l conducts while ``t_{l-1}·τ < time <= t_l·τ`` (the first layer
+also at time 0). ``V_CLK`` is a ramp with a corner at every layer boundary; it drives
+nothing, but its corners are breakpoints that make ngspice step exactly onto each switching
+instant (then restart with a first-order step), so the gates cost no accuracy. The window
+is closed on the right so the step that ends on a boundary still sees the old layer.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from models.flow import KirchhoffNet
+
+from .spice_ir import GROUND, Deck, Element, Readout, num, signed_sum
+
+VARIANTS = ("sample", "logprob", "reverse")
+LOG_2PI = math.log(2 * math.pi)
+FORMAT_VERSION = "1"
+
+
+class UnsupportedCircuit(ValueError):
+    """The model cannot be expressed as a fixed capacitor network (the message says why)."""
+
+
+@dataclass(frozen=True)
+class SpiceOptions:
+    """Simulator accuracy settings written into the deck.
+
+    Tolerances scale with the hardware constants so the deck is equally accurate at any
+    C, V0, I0: ``abstol = abstol_rel·I0`` (amperes), ``vntol = vntol_rel·V0`` (volts),
+    ``chgtol = chgtol_rel·C·V0`` (coulombs). The maximum time step is the shortest layer
+    divided by ``steps_per_layer``. Measured on the zoo's 2-D models these give ~1e-6
+    relative agreement with a tight float64 solution (docs/export.md).
+    """
+
+    reltol: float = 1e-6
+    abstol_rel: float = 1e-12
+    vntol_rel: float = 1e-9
+    chgtol_rel: float = 1e-12
+    steps_per_layer: int = 64
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """How the model's per-layer node lists map onto one fixed set of capacitors.
+
+    ``count``: nodes in the netlist (the most any layer uses); ``caps``: dimensionless
+    capacitance per node (index k-1); ``initial``: per node, the input index (0-based) whose
+    value sets its initial voltage, or None for 0 V.
+    """
+
+    count: int
+    caps: tuple[float, ...]
+    initial: tuple[int | None, ...]
+
+
+def node_plan(model: KirchhoffNet) -> NodePlan:
+    """Check that the model's node counts fit a fixed capacitor network and plan the nodes.
+
+    Supported: every layer uses nodes 1..n_l; a node first used by a later layer starts at
+    0 V (``pad_mode: zeros``) and has never been used before, so its capacitor still holds
+    its initial 0 V; surplus nodes are simply left unconnected (they are never read).
+    The first layer may be wider than the data (zeros or repeated inputs as initial
+    conditions). Refused (:class:`UnsupportedCircuit`): a layer that grows back onto nodes
+    an earlier layer used (the model resets them to 0 V or copies voltages, which a
+    capacitor cannot do without sample-and-hold switches), ``pad_mode: repeat`` growth
+    after the first layer, and a node whose capacitance differs between layers.
+    """
+    spec = model.spec
+    d = spec.data_dim
+    first = spec.layers[0].nodes
+    initial: list[int | None] = []
+    for k in range(first):  # the model pads the input to the first layer's width
+        if k < d:
+            initial.append(k)
+        else:
+            initial.append(None if spec.pad_mode == "zeros" else k % d)
+    high = first  # highest node used so far
+    previous = first
+    for l, layer in enumerate(spec.layers[1:], start=1):
+        n = layer.nodes
+        if n > previous:
+            if spec.pad_mode == "repeat":
+                raise UnsupportedCircuit(
+                    f"layer {l} grows from {previous} to {n} nodes with pad_mode 'repeat': copying "
+                    "voltages onto new nodes needs sample-and-hold switches, which the netlist cannot express")
+            if previous < high:
+                raise UnsupportedCircuit(
+                    f"layer {l} grows from {previous} to {n} nodes after an earlier layer used {high}: "
+                    f"nodes {previous + 1}..{min(n, high)} would have to be reset to 0 V mid-run; "
+                    "only node counts that never grow back onto used nodes are supported")
+        high = max(high, n)
+        previous = n
+        initial += [None] * (high - len(initial))
+    caps: list[float | None] = [None] * high
+    for l, layer in enumerate(spec.layers):
+        cl = layer.capacitance
+        values = [float(cl)] * layer.nodes if isinstance(cl, float | int) else [float(x) for x in cl]
+        for k, c in enumerate(values):
+            if caps[k] is None:
+                caps[k] = c
+            elif caps[k] != c:
+                raise UnsupportedCircuit(
+                    f"layer {l}, node {k + 1}: capacitance {c:g} differs from {caps[k]:g} in an earlier "
+                    "layer; a node has one physical capacitor")
+    return NodePlan(high, tuple(float(c) for c in caps), tuple(initial))
+
+
+def physical_params(model: KirchhoffNet) -> list[dict[str, torch.Tensor]]:
+    """Effective device parameters of every layer in float64 (model units):
+    ``{"a", "b", "c"}`` each ``(edges,)``, with i = act(a·v_s + b·v_d + c)."""
+    out = []
+    for layer in model.layers:
+        raw = {k: p.detach().to("cpu", torch.float64) for k, p in layer.params.items()}
+        a, b, c = layer.family.effective(raw)
+        out.append({"a": a, "b": b, "c": c})
+    return out
+
+
+def _act(act: str, z: str, slope: float) -> str:
+    if act == "tanh":
+        return f"tanh({z})"
+    if act == "relu":
+        return f"max({z}, 0)"
+    if act == "leaky_relu":
+        return f"max({z}, {num(slope)}*({z}))"
+    return f"({z})"
+
+
+def _act_slope(act: str, z: str, slope: float) -> str | None:
+    """act'(z) as text; None when it is the constant 1."""
+    if act == "tanh":
+        return f"(1 - tanh({z})*tanh({z}))"
+    if act == "relu":
+        return f"(({z}) > 0 ? 1 : 0)"
+    if act == "leaky_relu":
+        return f"(({z}) > 0 ? 1 : {num(slope)})"
+    return None
+
+
+def _gate(t0: float, t1: float, first: bool, body: str) -> str:
+    lower = f"time >= {num(t0)}" if first else f"time > {num(t0)}"
+    return f"I=(({lower} && time <= {num(t1)}) ? {body} : 0)"
+
+
+def build_deck(model: KirchhoffNet, variant: str, inputs: torch.Tensor | None = None,
+               content_hash: str = "", options: SpiceOptions = SpiceOptions(), measures: bool = True) -> Deck:
+    """The deck of ``model`` for ``variant``.
+
+    Args:
+        inputs: ``(copies, data_dim)`` input values in model units, or None for one copy with
+            all inputs 0 (the exported file: edit the ``.param`` line to feed any input).
+            With several rows the deck holds one independent copy of the circuit per row,
+            names suffixed ``_x<j>`` (used by ``knet simulate``).
+        content_hash: written into the header.
+
+    Raises:
+        ValueError: unknown variant; a log-density variant of a model whose node count
+            changes; :class:`UnsupportedCircuit` for node layouts a netlist cannot express.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown netlist variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+    spec = model.spec
+    if variant != "sample" and not spec.bijective:
+        raise ValueError(f"the {variant} netlist needs every layer to have data_dim={spec.data_dim} nodes; "
+                         f"model {spec.name!r} changes node counts, so its log-density is not defined")
+    plan = node_plan(model)
+    hw = spec.hardware
+    tau = hw.tau_s
+    d = spec.data_dim
+    rows = [[0.0] * d] if inputs is None else [[float(x) for x in r] for r in torch.as_tensor(inputs).reshape(-1, d)]
+    multi = len(rows) > 1
+    params = physical_params(model)
+    bounds = spec.layer_bounds
+    T = spec.end_time
+    if variant == "reverse":  # layer l plays during [T - t_l, T - t_{l-1}]
+        windows = [(T - t1, T - t0) for (t0, t1) in bounds]
+    else:
+        windows = list(bounds)
+    starts_first = min(range(len(windows)), key=lambda l: windows[l][0])
+
+    param_lines: list[tuple[tuple[str, str], ...]] = []
+    sections: list[tuple[str, tuple[Element, ...]]] = []
+    readouts: list[Readout] = []
+    for j, row in enumerate(rows):
+        sfx = f"_x{j}" if multi else ""
+        node = (lambda k, s=sfx: GROUND if k == 0 else f"n{k}{s}")
+        ins = [f"in{k + 1}{sfx}" for k in range(d)]
+        param_lines.append(tuple((ins[k], num(row[k])) for k in range(d)))
+        caps = []
+        for k in range(plan.count):
+            src = plan.initial[k]
+            ic = "0" if src is None else f"{{{num(hw.voltage_scale_v)}*{ins[src]}}}"
+            c = hw.capacitance_f * plan.caps[k]
+            caps.append(Element(f"C_N{k + 1}{sfx}", "C", (node(k + 1), GROUND), f"{num(c)} IC={ic}",
+                                f"node {k + 1}", (c,)))
+        sections.append((f"node capacitors{' of copy ' + str(j) if multi else ''}: C_phys = C * c_k, "
+                         "initial voltage V0 * input", tuple(caps)))
+        with_div = variant in ("logprob", "reverse")
+        acc = f"nacc{sfx}"
+        for l, layer in enumerate(spec.layers):
+            t0, t1 = windows[l][0] * tau, windows[l][1] * tau
+            p = params[l]
+            elems, divs = [], []
+            inv = [0.0] + [1.0 / c for c in plan.caps]
+            for e, (s, dn) in enumerate(layer.edges):
+                a, b, c = float(p["a"][e]), float(p["b"][e]), float(p["c"][e])
+                ap, bp = a / hw.voltage_scale_v, b / hw.voltage_scale_v
+                terms = []
+                if s:
+                    terms.append((ap, f"V({node(s)})"))
+                if dn:
+                    terms.append((bp, f"V({node(dn)})"))
+                z = signed_sum(terms, c)
+                i0 = -hw.current_scale_a if variant == "reverse" else hw.current_scale_a
+                body = f"{num(i0)}*{_act(model.layers[l].family.activation, z, spec.leaky_slope)}"
+                elems.append(Element(f"B_L{l}_E{e}{sfx}", "BI", (node(s), node(dn)),
+                                     _gate(t0, t1, l == starts_first, body),
+                                     f"layer {l}, edge {e} ({s}->{dn})", (ap, bp, c, i0)))
+                if with_div:
+                    w = b * inv[dn] - a * inv[s]
+                    if w == 0:
+                        continue
+                    slope = _act_slope(model.layers[l].family.activation, z, spec.leaky_slope)
+                    k_div = -hw.current_scale_a * w
+                    dbody = num(k_div) if slope is None else f"{num(k_div)}*{slope}"
+                    divs.append(Element(f"BD_L{l}_E{e}{sfx}", "BI", (GROUND, acc), _gate(t0, t1, l == starts_first, dbody),
+                                        f"layer {l}, edge {e} ({s}->{dn}) divergence", (w, k_div)))
+            t_text = f"[{num(t0)}, {num(t1)}] s"
+            sections.append((f"layer {l}: {layer.nodes} nodes, {len(elems)} devices ({spec.device}), active {t_text}"
+                             f"{', copy ' + str(j) if multi else ''}", tuple(elems)))
+            if divs:
+                sections.append((f"layer {l}: divergence currents into the accumulator{', copy ' + str(j) if multi else ''}",
+                                 tuple(divs)))
+        read_nodes = [(f"v{k + 1}", node(k + 1)) for k in range(d)]
+        if with_div:
+            v0 = hw.voltage_scale_v
+            const = 0.5 * d * LOG_2PI
+            if variant == "logprob":
+                lognz = f"lognz{sfx}"
+                param_lines.append(((lognz, "{-0.5*(" + " + ".join(f"{i}*{i}" for i in ins) + f") - {num(const)}}}"),))
+                acc_ic = f"{{{num(v0)}*{lognz}}}"
+            else:
+                acc_ic = "0"
+            extra = [Element(f"C_ACC{sfx}", "C", (acc, GROUND), f"{num(hw.capacitance_f)} IC={acc_ic}",
+                             "accumulator", (hw.capacitance_f,))]
+            if variant == "reverse":
+                sq = " + ".join(f"V({node(k + 1)})*V({node(k + 1)})" for k in range(d))
+                logn = f"{num(-0.5 / v0)}*({sq}) - {num(v0 * const)}"
+                extra.append(Element(f"B_LOGP{sfx}", "BV", (f"nlogp{sfx}", GROUND), f"V=V({acc}) + {logn}",
+                                     "log-density read-out", (v0, const)))
+                read_nodes.append(("logp", f"nlogp{sfx}"))
+            else:
+                read_nodes.append(("logp", acc))
+            sections.append(("log-density accumulator" + (f", copy {j}" if multi else ""), tuple(extra)))
+        readouts += [Readout(j, q, n, f"{q}{sfx}") for q, n in read_nodes]
+
+    corners = sorted({0.0, *(t * tau for w in windows for t in w)})
+    clk = "PWL(" + " ".join(f"{num(t)} {num(t / tau)}" for t in corners) + ")"
+    sections.append(("layer clock: a ramp with corners at the layer boundaries, so the simulator steps onto "
+                     "each switching instant", (Element("V_CLK", "V", ("nclk", GROUND), clk, "layer clock"),)))
+    o = options
+    opts = (("reltol", num(o.reltol)), ("abstol", num(o.abstol_rel * hw.current_scale_a)),
+            ("vntol", num(o.vntol_rel * hw.voltage_scale_v)),
+            ("chgtol", num(o.chgtol_rel * hw.capacitance_f * hw.voltage_scale_v)))
+    shortest = min(layer.duration for layer in spec.layers)
+    deck = Deck(
+        title=f"KirchhoffNet {spec.name} ({variant} netlist)",
+        comments=_header(model, variant, content_hash, plan),
+        params=tuple(param_lines), options=opts, sections=tuple(sections),
+        stop_time_s=T * tau, max_step_s=shortest * tau / o.steps_per_layer,
+        readouts=tuple(readouts), measures=measures,
+        meta={"variant": variant, "copies": len(rows), "plan": plan},
+    )
+    return deck
+
+
+def _header(model: KirchhoffNet, variant: str, content_hash: str, plan: NodePlan) -> tuple[str, ...]:
+    spec, hw = model.spec, model.spec.hardware
+    d = spec.data_dim
+    what = {
+        "sample": (f"latent z (.param in1..in{d}, model units) -> data x_k = V(nk)/V0 at T*tau",),
+        "logprob": (f"latent z (.param in1..in{d}) -> data x_k = V(nk)/V0 and log q(x) = V(nacc)/V0 at T*tau",
+                    "(nacc starts at V0*log N(z) and integrates minus the divergence)"),
+        "reverse": (f"data x (.param in1..in{d}) -> latent z_k = V(nk)/V0 and log p(x) = V(nlogp)/V0 at T*tau",
+                    "(currents negated, layers in reverse order; nlogp = V(nacc) + V0*log N(V/V0))"),
+    }[variant]
+    lines = [
+        f"model: {spec.name}  version: {spec.version}  content sha256: {content_hash or 'n/a'}",
+        f"netlist format {FORMAT_VERSION}, ngspice dialect, written by kirchhoffnet-serve (export.netlist)",
+        f"variant {variant}: " + what[0], *what[1:],
+        f"constants: C = {num(hw.capacitance_f)} F, V0 = {num(hw.voltage_scale_v)} V, I0 = {num(hw.current_scale_a)} A, "
+        f"tau = C*V0/I0 = {num(hw.tau_s)} s",
+        f"time: T = {num(spec.end_time)} model units = {num(spec.end_time * hw.tau_s)} s; "
+        f"{len(spec.layers)} layers, {spec.num_edges} devices ({spec.device}), {plan.count} nodes",
+        "units: volts, amperes, seconds, farads; device current I = I0*act(a*V(src) + b*V(dst) + c), a and b in 1/V",
+        "names: n<k> node k (0 = ground); C_N<k> node capacitor; B_L<l>_E<e> device e of layer l (0-based);",
+        "       BD_L<l>_E<e> its divergence current into nacc; C_ACC, B_LOGP, V_CLK (layer clock, drives nothing)",
+        "gating: layer l conducts while t_(l-1)*tau < time <= t_l*tau",
+        f"run: ngspice -b {spec.name}-{variant}.cir   (edit the in<k> .param values for another input; the .meas lines print the outputs)",
+    ]
+    return tuple(lines)
+
+
+def netlist_text(model: KirchhoffNet, variant: str, content_hash: str = "",
+                 options: SpiceOptions = SpiceOptions()) -> str:
+    """The exported netlist: one copy, inputs 0, electrical rules checked (raises ERCError)."""
+    from .erc import check
+    deck = build_deck(model, variant, None, content_hash, options)
+    check(deck)
+    return deck.render()

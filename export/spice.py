@@ -1,0 +1,128 @@
+"""Running ngspice in batch mode on a :class:`~export.spice_ir.Deck` and reading the result.
+
+One subprocess per deck (``ngspice -b -r out.raw deck.cir``) in a temporary directory,
+bounded by a timeout: isolation for free (libngspice keeps global state) and a hung solve
+can always be killed. Results come from the *binary* raw file (float64, full precision;
+``.meas`` output has only 7 digits and is disabled by ngspice when ``-r`` is given). The
+deck ``.save``s only the read-out nodes, so the raw file stays small.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .spice_ir import Deck
+
+NGSPICE = "ngspice"
+
+
+class SpiceError(RuntimeError):
+    """ngspice is missing, failed, timed out or wrote an unreadable result."""
+
+
+@dataclass(frozen=True)
+class SpiceRun:
+    """Outcome of one ngspice run.
+
+    ``values``: read-out label → node voltage (volts) at the end time; ``end_time_s``: the
+    last simulated time point (seconds); ``points``: accepted time points; ``wall_s``:
+    wall time of the ngspice process.
+    """
+
+    values: dict[str, float]
+    end_time_s: float
+    points: int
+    wall_s: float
+
+
+def ngspice_path() -> str | None:
+    """The ngspice executable on PATH, or None."""
+    return shutil.which(NGSPICE)
+
+
+def parse_raw(data: bytes) -> tuple[list[str], np.ndarray]:
+    """A real-valued ngspice raw file (binary or ASCII) → (variable names, ``(points, vars)``).
+
+    With ``.options interp`` ngspice 39 repeats the header block; only the last block counts.
+    """
+    marker_b, marker_a = b"Binary:\n", b"Values:\n"
+    pos_b, pos_a = data.rfind(marker_b), data.rfind(marker_a)
+    if pos_b < 0 and pos_a < 0:
+        raise SpiceError("raw file has no data section")
+    binary = pos_b > pos_a
+    pos = pos_b if binary else pos_a
+    header = data[:pos].decode("ascii", "replace")
+    header = header[header.rfind("Title:"):] if "Title:" in header else header
+    n_vars = n_points = None
+    names: list[str] = []
+    lines = header.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("No. Variables:"):
+            n_vars = int(line.split(":")[1])
+        elif line.startswith("No. Points:"):
+            n_points = int(line.split(":")[1])
+        elif line.startswith("Variables:"):
+            names = [row.split()[1] for row in lines[i + 1:i + 1 + (n_vars or 0)]]
+    if not n_vars or n_points is None or len(names) != n_vars:
+        raise SpiceError("raw file header is incomplete")
+    body = data[pos + len(marker_b if binary else marker_a):]
+    if binary:
+        values = np.frombuffer(body, dtype="<f8", count=n_vars * n_points)
+    else:
+        tokens = body.split()
+        # each point: index, then one value per variable
+        values = np.array([float(t) for k, t in enumerate(tokens) if k % (n_vars + 1) != 0])
+    if values.size != n_vars * n_points:
+        raise SpiceError(f"raw file holds {values.size} values, expected {n_vars * n_points}")
+    return names, values.reshape(n_points, n_vars)
+
+
+def run_deck(deck: Deck, timeout_s: float = 600.0, keep_dir: Path | None = None) -> SpiceRun:
+    """Simulate ``deck`` with ngspice and return the read-outs at its end time.
+
+    Raises:
+        SpiceError: ngspice not installed, non-zero exit, timeout, or a result that does not
+            reach the end time.
+    """
+    exe = ngspice_path()
+    if exe is None:
+        raise SpiceError("ngspice is not installed (Debian/Ubuntu: apt-get install ngspice)")
+    with tempfile.TemporaryDirectory(prefix="knet-spice-") as tmp:
+        work = Path(tmp)
+        (work / "deck.cir").write_text(deck.render())
+        started = time.perf_counter()
+        try:
+            proc = subprocess.run([exe, "-b", "-r", "out.raw", "deck.cir"], cwd=work, capture_output=True,
+                                  timeout=timeout_s, text=True)
+        except subprocess.TimeoutExpired:
+            raise SpiceError(f"ngspice did not finish within {timeout_s:g} s") from None
+        wall = time.perf_counter() - started
+        if keep_dir is not None:
+            keep_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy(work / "deck.cir", keep_dir / "deck.cir")
+            (keep_dir / "ngspice.log").write_text(proc.stdout + proc.stderr)
+        raw = work / "out.raw"
+        log = (proc.stdout + proc.stderr).strip().splitlines()
+        if proc.returncode != 0 or not raw.is_file():
+            tail = " | ".join(line for line in log if "rror" in line or "arning" in line)[-600:] or " | ".join(log[-5:])
+            raise SpiceError(f"ngspice failed (exit {proc.returncode}): {tail}")
+        names, table = parse_raw(raw.read_bytes())
+    if not len(table):
+        raise SpiceError("ngspice wrote no time points")
+    end = float(table[-1, 0])
+    if not np.isclose(end, deck.stop_time_s, rtol=1e-9, atol=0):
+        raise SpiceError(f"ngspice stopped at {end:g} s before the end time {deck.stop_time_s:g} s")
+    column = {n.lower(): i for i, n in enumerate(names)}
+    values = {}
+    for r in deck.readouts:
+        key = f"v({r.node})".lower()
+        if key not in column:
+            raise SpiceError(f"ngspice result lacks {key}")
+        values[r.label] = float(table[-1, column[key]])
+    return SpiceRun(values, end, len(table), wall)

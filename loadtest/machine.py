@@ -1,0 +1,108 @@
+"""Where the numbers came from: CPU/GPU, torch, threads, load, and (on a GPU) board power.
+
+The GPU parts are conditional: they run only where ``torch.cuda.is_available()`` or
+``nvidia-smi`` exists, and report ``None`` otherwise.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (``platform.processor()`` as a fallback)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def gpu_names() -> list[str]:
+    """Names of visible NVIDIA GPUs (empty without a GPU or nvidia-smi)."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+def describe(server_cpus: str | None, client_cpus: str | None, server_threads: int,
+             server_device: str) -> dict:
+    """The machine block of the report: hardware, software and who ran on which cores."""
+    import torch
+    return {
+        "cpu_model": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "gpus": gpu_names(),
+        "server_device": server_device,
+        "torch": torch.__version__,
+        "torch_threads_server": server_threads,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "server_cpus": server_cpus,
+        "client_cpus": client_cpus,
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+class PowerSampler:
+    """Board power of GPU 0 sampled with ``nvidia-smi`` every ``interval_s`` in a thread.
+
+    ``available`` is False (and every figure None) where there is no nvidia-smi.
+    """
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        self.interval_s = interval_s
+        self.available = shutil.which("nvidia-smi") is not None and bool(gpu_names())
+        self._samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _read(self) -> float | None:
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=power.draw", "--format=csv,noheader,nounits",
+                                  "-i", "0"], capture_output=True, text=True, timeout=5)
+            return float(out.stdout.strip().splitlines()[0])
+        except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+            return None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            w = self._read()
+            if w is not None:
+                self._samples.append((time.monotonic(), w))
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "PowerSampler":
+        if self.available:
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._t0 = time.monotonic()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(10)
+            self._t1 = time.monotonic()
+
+    @property
+    def mean_w(self) -> float | None:
+        return sum(w for _, w in self._samples) / len(self._samples) if self._samples else None
+
+    def energy_j(self) -> float | None:
+        """Mean board power × the sampled interval, joules (None without samples)."""
+        if not self._samples or self._thread is None:
+            return None
+        return self.mean_w * (self._t1 - self._t0)

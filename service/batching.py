@@ -1,0 +1,195 @@
+"""Per-model micro-batching: concurrent requests for one model share one solve.
+
+Why: a KirchhoffNet solve costs about the same for 1 row as for a few hundred (the cost is
+the fixed number of vector-field evaluations), so merging the rows of requests that arrive
+together raises throughput. How, without letting a large request starve small ones:
+
+* requests wait in a FIFO queue; the solver loop takes the next batch as soon as the previous
+  one finishes (no timer: an idle server adds no latency);
+* a batch holds up to ``max_batch_rows`` rows of requests with the same solve key (endpoint,
+  log-density channel on/off, solver settings), filled round-robin ``slice_rows`` rows per
+  request per turn, so every waiting request gets rows into the next batch;
+* a request with rows left over goes to the back of the queue (large requests are chunked).
+
+Row results are independent of batch composition for fixed-step solvers (rows never mix).
+One solve runs at a time per model (a thread), so the event loop stays free.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from models.config import SolverConfig
+from models.flow import FlowResult, KirchhoffNet
+from models.solvers import SolveStats, Status
+
+
+@dataclass(frozen=True)
+class SolveKey:
+    """Requests with equal keys can share a solve."""
+
+    endpoint: str  # "sample" (x holds latents z) or "logprob" (x holds points)
+    with_logprob: bool
+    solver: SolverConfig
+
+
+@dataclass
+class Outcome:
+    """The answer to one request: ``x (rows, d)`` samples (sample) or latents (logprob),
+    ``logp (rows,)`` or None, both float64 on the CPU, and the summed stats of its solves."""
+
+    x: Tensor
+    logp: Tensor | None
+    stats: SolveStats
+
+
+def solve(model: KirchhoffNet, key: SolveKey, x: Tensor) -> FlowResult:
+    """One solve of ``x (rows, d)`` (latents for sample, points for logprob)."""
+    with torch.no_grad():
+        if key.endpoint == "sample":
+            return model.sample(x.shape[0], solver=key.solver, with_logprob=key.with_logprob, z=x)
+        return model.log_prob(x, key.solver)
+
+
+@dataclass(eq=False)
+class _Pending:
+    key: SolveKey
+    x: Tensor
+    future: asyncio.Future
+    offset: int = 0  # rows handed to batches so far
+    parts: list[tuple[int, Tensor, Tensor | None]] = field(default_factory=list)
+    stats: SolveStats = field(default_factory=SolveStats)
+
+    @property
+    def rows(self) -> int:
+        return self.x.shape[0]
+
+
+OnSolve = Callable[[SolveKey, int, SolveStats], None]
+
+
+class MicroBatcher:
+    """Queue and solver loop of one model. Create inside the running event loop."""
+
+    def __init__(self, model: KirchhoffNet, max_batch_rows: int, slice_rows: int,
+                 on_solve: OnSolve | None = None, enabled: bool = True):
+        self.model = model
+        self.max_batch_rows = max_batch_rows
+        self.slice_rows = slice_rows
+        self.on_solve = on_solve or (lambda *a: None)
+        self.enabled = enabled
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._wake = asyncio.Event()
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="knet-solve")
+        self._task: asyncio.Task | None = None
+
+    async def submit(self, key: SolveKey, x: Tensor) -> Outcome:
+        """Solve ``x (rows, d)`` (float64, CPU) under ``key``; returns when all its rows are done."""
+        if not self.enabled:  # baseline: every request solved alone, in parallel threads
+            res = await asyncio.to_thread(solve, self.model, key, x)
+            self.on_solve(key, x.shape[0], res.stats)
+            return Outcome(_cpu(res.x), None if res.logp is None else _cpu(res.logp), res.stats)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        pending = _Pending(key, x, asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        self._wake.set()
+        return await pending.future
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- solver loop -------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                key, segments = self._next_batch()
+                if not segments:
+                    continue
+                x = torch.cat([p.x[start:start + n] for p, start, n in segments])
+                try:
+                    res = await loop.run_in_executor(self._executor, solve, self.model, key, x)
+                except Exception as err:  # an unexpected failure fails its batch, not the loop
+                    for p, _, _ in segments:
+                        self._fail(p, err)
+                    continue
+                self.on_solve(key, x.shape[0], res.stats)
+                self._distribute(segments, _cpu(res.x), None if res.logp is None else _cpu(res.logp), res.stats)
+
+    def _next_batch(self) -> tuple[SolveKey, list[tuple[_Pending, int, int]]]:
+        """Pick the rows of the next batch: same key as the oldest request, round-robin."""
+        for p in [p for p in self._queue if p.future.done()]:  # cancelled or already failed
+            self._queue.remove(p)
+        if not self._queue:
+            return None, []
+        key = self._queue[0].key
+        members = [p for p in self._queue if p.key == key]
+        counts = {id(p): 0 for p in members}
+        room, progress = self.max_batch_rows, True
+        while room > 0 and progress:
+            progress = False
+            for p in members:
+                take = min(p.rows - p.offset - counts[id(p)], self.slice_rows, room)
+                if take > 0:
+                    counts[id(p)] += take
+                    room -= take
+                    progress = True
+                if room == 0:
+                    break
+        segments = []
+        for p in members:
+            n = counts[id(p)]
+            if n:
+                segments.append((p, p.offset, n))
+                p.offset += n
+            self._queue.remove(p)
+            if p.offset < p.rows:
+                self._queue.append(p)  # leftover rows wait behind everyone else
+        return key, segments
+
+    def _distribute(self, segments, x: Tensor, logp: Tensor | None, stats: SolveStats) -> None:
+        at = 0
+        for p, start, n in segments:
+            if p.future.done():
+                at += n
+                continue
+            p.parts.append((start, x[at:at + n], None if logp is None else logp[at:at + n]))
+            at += n
+            s = p.stats
+            s.nfe += stats.nfe
+            s.steps += stats.steps
+            s.wall_s += stats.wall_s
+            if stats.status != Status.SUCCESS:  # the request fails with its first failed batch
+                s.status, s.message = stats.status, stats.message
+                self._finish(p)
+            elif sum(part[1].shape[0] for part in p.parts) == p.rows:
+                self._finish(p)
+
+    def _finish(self, p: _Pending) -> None:
+        if p in self._queue:
+            self._queue.remove(p)
+        parts = sorted(p.parts, key=lambda part: part[0])
+        x = torch.cat([part[1] for part in parts])
+        logp = None if parts[0][2] is None else torch.cat([part[2] for part in parts])
+        p.future.set_result(Outcome(x, logp, p.stats))
+
+    def _fail(self, p: _Pending, err: Exception) -> None:
+        if p in self._queue:
+            self._queue.remove(p)
+        if not p.future.done():
+            p.future.set_exception(err)
+
+
+def _cpu(t: Tensor) -> Tensor:
+    return t.detach().to("cpu", torch.float64)

@@ -1,0 +1,64 @@
+"""Request and response bodies (flat JSON), validated by pydantic with the configured limits.
+
+Limits that depend only on the settings (``n``, row count) are declared here so they appear
+in the OpenAPI schema; limits that depend on the model (dimension) are checked per request.
+"""
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .config import current
+
+_S = current()
+
+ModelName = Annotated[str, Field(min_length=1, max_length=64, description="a served model, see GET /models",
+                                 examples=["twomoon"])]
+Timeout = Annotated[float | None, Field(None, gt=0, le=_S.solve_timeout_s,
+                                         description="wall-clock budget of this request's solve, seconds "
+                                                     f"(default and maximum {_S.solve_timeout_s:g})")]
+Coordinate = Annotated[float, Field(allow_inf_nan=False, ge=-_S.max_abs_coordinate, le=_S.max_abs_coordinate)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SampleRequest(_Request):
+    """``POST /sample``: draw ``n`` samples; the same seed gives the same samples."""
+
+    model: ModelName = "twomoon"
+    n: int = Field(4, ge=1, le=_S.max_samples, description="number of samples")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="latent seed; random when omitted")
+    with_logprob: bool = Field(True, description="also return log q(x) (bijective models)")
+    timeout_s: Timeout = None
+
+
+class LogprobRequest(_Request):
+    """``POST /logprob``: exact log-density of points, nats."""
+
+    model: ModelName = "twomoon"
+    points: list[list[Coordinate]] = Field(min_length=1, max_length=_S.max_points,
+                                           description="points, shape (rows, data_dim)",
+                                           examples=[[[0.5, 0.25], [-1.0, 0.5]]])
+    timeout_s: Timeout = None
+
+
+class _Solved(BaseModel):
+    model: str = Field(description="served model name")
+    version: str = Field(description="BentoML model store version")
+    status: str = Field(description="solver status: success")
+    nfe: int = Field(description="vector-field evaluations of the solve(s) that served the request")
+    solve_s: float = Field(description="server-side solve wall time, seconds")
+    projected_chip_latency_s: float = Field(description="projected analog-chip latency of one pass, seconds")
+
+
+class SampleResponse(_Solved):
+    samples: list[list[float | None]] = Field(description="(n, data_dim) samples")
+    logprob: list[float | None] | None = Field(description="(n,) log q(x), nats; null if not requested")
+    seed: int = Field(description="the seed used (echoed, or the one drawn)")
+
+
+class LogprobResponse(_Solved):
+    logprob: list[float | None] = Field(description="(rows,) log-density, nats")

@@ -17,15 +17,17 @@ Variants:
   source ``nlogp`` adds log N of the node voltages: ``V(nlogp) = V0·log p(x)`` at T·τ.
 
 Names (stable, documented in docs/export.md): nodes ``n<k>`` (k = model node index,
-1-based; ``0`` is ground), ``nacc``, ``nlogp``, ``nclk``; elements ``C_N<k>`` node capacitors,
-``B_L<l>_E<e>`` device e of layer l (both 0-based, as in the parameter table and the
-checkpoint), ``BD_L<l>_E<e>`` its divergence current, ``C_ACC``, ``B_LOGP``, ``V_CLK``.
+1-based; ``0`` is ground), ``nacc``, ``nlogp``, ``g<l>``; elements ``C_N<k>`` node
+capacitors, ``B_L<l>_E<e>`` device e of layer l (both 0-based, as in the parameter table and
+the checkpoint), ``BD_L<l>_E<e>`` its divergence current, ``C_ACC``, ``B_LOGP``, ``V_G<l>``.
 
-Gating: a device of layer l conducts while ``t_{l-1}·τ < time <= t_l·τ`` (the first layer
-also at time 0). ``V_CLK`` is a ramp with a corner at every layer boundary; it drives
-nothing, but its corners are breakpoints that make ngspice step exactly onto each switching
-instant (then restart with a first-order step), so the gates cost no accuracy. The window
-is closed on the right so the step that ends on a boundary still sees the old layer.
+Gating: every device current of layer l is multiplied by the switch-control voltage
+``V(g<l>)``, a PWL source that is 1 V during the layer's window [t_{l-1}·τ, t_l·τ] and 0 V
+outside, with linear ramps of width 1e-6 of the shortest layer centred on each boundary.
+PWL corners are simulator breakpoints, so ngspice steps exactly onto every switch. A hard
+switch (a ternary on ``time``) stalls ngspice at boundaries where the connected devices
+change ("timestep too small"); the centred ramp keeps each layer's gate integral exactly
+its duration, so its error is second order in the ramp width.
 """
 from __future__ import annotations
 
@@ -36,11 +38,16 @@ import torch
 
 from models.flow import KirchhoffNet
 
-from .spice_ir import GROUND, Deck, Element, Readout, num, signed_sum
+from .spice_ir import GROUND, Deck, Element, Readout, num, signed_sum, tnum
 
 VARIANTS = ("sample", "logprob", "reverse")
 LOG_2PI = math.log(2 * math.pi)
 FORMAT_VERSION = "1"
+# Switch ramp width as a fraction of the shortest layer. A hard switch (a ternary on
+# `time`) stalls ngspice at the boundary ("timestep too small") when the new layer's
+# devices differ; a steep ramp centred on the boundary keeps every layer's integral of
+# the gate exactly its duration, so the error is second order in the ramp (~1e-12).
+RAMP_FRACTION = 1e-6
 
 
 class UnsupportedCircuit(ValueError):
@@ -58,7 +65,7 @@ class SpiceOptions:
     relative agreement with a tight float64 solution (docs/export.md).
     """
 
-    reltol: float = 1e-6
+    reltol: float = 1e-9
     abstol_rel: float = 1e-12
     vntol_rel: float = 1e-9
     chgtol_rel: float = 1e-12
@@ -163,9 +170,22 @@ def _act_slope(act: str, z: str, slope: float) -> str | None:
     return None
 
 
-def _gate(t0: float, t1: float, first: bool, body: str) -> str:
-    lower = f"time >= {num(t0)}" if first else f"time > {num(t0)}"
-    return f"I=(({lower} && time <= {num(t1)}) ? {body} : 0)"
+def _gated(scale: float, layer: int, expr: str | None) -> str:
+    """``I=scale*V(g<layer>)*expr``: a current switched by the layer's control voltage."""
+    return f"I={num(scale)}*V(g{layer})" + ("" if expr is None else f"*{expr}")
+
+
+def _gate_source(layer: int, window: tuple[float, float], end: float, ramp: float) -> Element:
+    """The switch-control voltage of ``layer``: 1 V inside its window (seconds), 0 V outside,
+    with linear ramps of width ``ramp`` centred on each boundary."""
+    a, b = window
+    half = ramp / 2
+    points = [(0.0, 1.0)] if a <= 0 else [(0.0, 0.0), (a - half, 0.0), (a + half, 1.0)]
+    if b < end:
+        points += [(b - half, 1.0), (b + half, 0.0)]
+    pwl = " ".join(f"{tnum(t)} {num(v)}" for t, v in points)
+    return Element(f"V_G{layer}", "V", (f"g{layer}", GROUND), f"PWL({pwl})", f"layer {layer} switch control",
+                   tuple(t for t, _ in points))
 
 
 def build_deck(model: KirchhoffNet, variant: str, inputs: torch.Tensor | None = None,
@@ -202,7 +222,6 @@ def build_deck(model: KirchhoffNet, variant: str, inputs: torch.Tensor | None = 
         windows = [(T - t1, T - t0) for (t0, t1) in bounds]
     else:
         windows = list(bounds)
-    starts_first = min(range(len(windows)), key=lambda l: windows[l][0])
 
     param_lines: list[tuple[tuple[str, str], ...]] = []
     sections: list[tuple[str, tuple[Element, ...]]] = []
@@ -217,7 +236,7 @@ def build_deck(model: KirchhoffNet, variant: str, inputs: torch.Tensor | None = 
             src = plan.initial[k]
             ic = "0" if src is None else f"{{{num(hw.voltage_scale_v)}*{ins[src]}}}"
             c = hw.capacitance_f * plan.caps[k]
-            caps.append(Element(f"C_N{k + 1}{sfx}", "C", (node(k + 1), GROUND), f"{num(c)} IC={ic}",
+            caps.append(Element(f"C_N{k + 1}{sfx}", "C", (node(k + 1), GROUND), f"{tnum(c)} IC={ic}",
                                 f"node {k + 1}", (c,)))
         sections.append((f"node capacitors{' of copy ' + str(j) if multi else ''}: C_phys = C * c_k, "
                          "initial voltage V0 * input", tuple(caps)))
@@ -238,9 +257,9 @@ def build_deck(model: KirchhoffNet, variant: str, inputs: torch.Tensor | None = 
                     terms.append((bp, f"V({node(dn)})"))
                 z = signed_sum(terms, c)
                 i0 = -hw.current_scale_a if variant == "reverse" else hw.current_scale_a
-                body = f"{num(i0)}*{_act(model.layers[l].family.activation, z, spec.leaky_slope)}"
+                body = _gated(i0, l, _act(model.layers[l].family.activation, z, spec.leaky_slope))
                 elems.append(Element(f"B_L{l}_E{e}{sfx}", "BI", (node(s), node(dn)),
-                                     _gate(t0, t1, l == starts_first, body),
+                                     body,
                                      f"layer {l}, edge {e} ({s}->{dn})", (ap, bp, c, i0)))
                 if with_div:
                     w = b * inv[dn] - a * inv[s]
@@ -248,10 +267,9 @@ def build_deck(model: KirchhoffNet, variant: str, inputs: torch.Tensor | None = 
                         continue
                     slope = _act_slope(model.layers[l].family.activation, z, spec.leaky_slope)
                     k_div = -hw.current_scale_a * w
-                    dbody = num(k_div) if slope is None else f"{num(k_div)}*{slope}"
-                    divs.append(Element(f"BD_L{l}_E{e}{sfx}", "BI", (GROUND, acc), _gate(t0, t1, l == starts_first, dbody),
+                    divs.append(Element(f"BD_L{l}_E{e}{sfx}", "BI", (GROUND, acc), _gated(k_div, l, slope),
                                         f"layer {l}, edge {e} ({s}->{dn}) divergence", (w, k_div)))
-            t_text = f"[{num(t0)}, {num(t1)}] s"
+            t_text = f"[{tnum(t0)}, {tnum(t1)}] s"
             sections.append((f"layer {l}: {layer.nodes} nodes, {len(elems)} devices ({spec.device}), active {t_text}"
                              f"{', copy ' + str(j) if multi else ''}", tuple(elems)))
             if divs:
@@ -271,8 +289,8 @@ def build_deck(model: KirchhoffNet, variant: str, inputs: torch.Tensor | None = 
                              "accumulator", (hw.capacitance_f,))]
             if variant == "reverse":
                 sq = " + ".join(f"V({node(k + 1)})*V({node(k + 1)})" for k in range(d))
-                logn = f"{num(-0.5 / v0)}*({sq}) - {num(v0 * const)}"
-                extra.append(Element(f"B_LOGP{sfx}", "BV", (f"nlogp{sfx}", GROUND), f"V=V({acc}) + {logn}",
+                logn = f"V({acc}) - {num(0.5 / v0)}*({sq}) - {num(v0 * const)}"
+                extra.append(Element(f"B_LOGP{sfx}", "BV", (f"nlogp{sfx}", GROUND), f"V={logn}",
                                      "log-density read-out", (v0, const)))
                 read_nodes.append(("logp", f"nlogp{sfx}"))
             else:
@@ -280,14 +298,14 @@ def build_deck(model: KirchhoffNet, variant: str, inputs: torch.Tensor | None = 
             sections.append(("log-density accumulator" + (f", copy {j}" if multi else ""), tuple(extra)))
         readouts += [Readout(j, q, n, f"{q}{sfx}") for q, n in read_nodes]
 
-    corners = sorted({0.0, *(t * tau for w in windows for t in w)})
-    clk = "PWL(" + " ".join(f"{num(t)} {num(t / tau)}" for t in corners) + ")"
-    sections.append(("layer clock: a ramp with corners at the layer boundaries, so the simulator steps onto "
-                     "each switching instant", (Element("V_CLK", "V", ("nclk", GROUND), clk, "layer clock"),)))
+    ramp = RAMP_FRACTION * min(layer.duration for layer in spec.layers) * tau
+    gates = tuple(_gate_source(l, (w[0] * tau, w[1] * tau), T * tau, ramp) for l, w in enumerate(windows))
+    sections.append(("switch control: V(g<l>) = 1 while layer l is connected, 0 otherwise "
+                     "(ramps of width " + tnum(ramp) + " s centred on each boundary)", gates))
     o = options
-    opts = (("reltol", num(o.reltol)), ("abstol", num(o.abstol_rel * hw.current_scale_a)),
-            ("vntol", num(o.vntol_rel * hw.voltage_scale_v)),
-            ("chgtol", num(o.chgtol_rel * hw.capacitance_f * hw.voltage_scale_v)))
+    opts = (("reltol", tnum(o.reltol)), ("abstol", tnum(o.abstol_rel * hw.current_scale_a)),
+            ("vntol", tnum(o.vntol_rel * hw.voltage_scale_v)),
+            ("chgtol", tnum(o.chgtol_rel * hw.capacitance_f * hw.voltage_scale_v)))
     shortest = min(layer.duration for layer in spec.layers)
     deck = Deck(
         title=f"KirchhoffNet {spec.name} ({variant} netlist)",
@@ -315,13 +333,13 @@ def _header(model: KirchhoffNet, variant: str, content_hash: str, plan: NodePlan
         f"netlist format {FORMAT_VERSION}, ngspice dialect, written by kirchhoffnet-serve (export.netlist)",
         f"variant {variant}: " + what[0], *what[1:],
         f"constants: C = {num(hw.capacitance_f)} F, V0 = {num(hw.voltage_scale_v)} V, I0 = {num(hw.current_scale_a)} A, "
-        f"tau = C*V0/I0 = {num(hw.tau_s)} s",
-        f"time: T = {num(spec.end_time)} model units = {num(spec.end_time * hw.tau_s)} s; "
+        f"tau = C*V0/I0 = {tnum(hw.tau_s)} s",
+        f"time: T = {tnum(spec.end_time)} model units = {tnum(spec.end_time * hw.tau_s)} s; "
         f"{len(spec.layers)} layers, {spec.num_edges} devices ({spec.device}), {plan.count} nodes",
         "units: volts, amperes, seconds, farads; device current I = I0*act(a*V(src) + b*V(dst) + c), a and b in 1/V",
         "names: n<k> node k (0 = ground); C_N<k> node capacitor; B_L<l>_E<e> device e of layer l (0-based);",
-        "       BD_L<l>_E<e> its divergence current into nacc; C_ACC, B_LOGP, V_CLK (layer clock, drives nothing)",
-        "gating: layer l conducts while t_(l-1)*tau < time <= t_l*tau",
+        "       BD_L<l>_E<e> its divergence current into nacc; C_ACC accumulator, B_LOGP log-density read-out",
+        "switches: device currents of layer l are multiplied by V(g<l>) (V_G<l>: 1 V while the layer is connected)",
         f"run: ngspice -b {spec.name}-{variant}.cir   (edit the in<k> .param values for another input; the .meas lines print the outputs)",
     ]
     return tuple(lines)

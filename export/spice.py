@@ -8,6 +8,7 @@ deck ``.save``s only the read-out nodes, so the raw file stays small.
 """
 from __future__ import annotations
 
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -32,13 +33,15 @@ class SpiceRun:
 
     ``values``: read-out label → node voltage (volts) at the end time; ``end_time_s``: the
     last simulated time point (seconds); ``points``: accepted time points; ``wall_s``:
-    wall time of the ngspice process.
+    wall time of the ngspice process; ``cpu_s``: its CPU time (user + system), the figure
+    that does not depend on what else the machine is running.
     """
 
     values: dict[str, float]
     end_time_s: float
     points: int
     wall_s: float
+    cpu_s: float
 
 
 def ngspice_path() -> str | None:
@@ -97,12 +100,15 @@ def run_deck(deck: Deck, timeout_s: float = 600.0, keep_dir: Path | None = None)
         work = Path(tmp)
         (work / "deck.cir").write_text(deck.render())
         started = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
             proc = subprocess.run([exe, "-b", "-r", "out.raw", "deck.cir"], cwd=work, capture_output=True,
                                   timeout=timeout_s, text=True)
         except subprocess.TimeoutExpired:
             raise SpiceError(f"ngspice did not finish within {timeout_s:g} s") from None
         wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         if keep_dir is not None:
             keep_dir.mkdir(parents=True, exist_ok=True)
             shutil.copy(work / "deck.cir", keep_dir / "deck.cir")
@@ -125,4 +131,4 @@ def run_deck(deck: Deck, timeout_s: float = 600.0, keep_dir: Path | None = None)
         if key not in column:
             raise SpiceError(f"ngspice result lacks {key}")
         values[r.label] = float(table[-1, column[key]])
-    return SpiceRun(values, end, len(table), wall)
+    return SpiceRun(values, end, len(table), wall, cpu)

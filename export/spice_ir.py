@@ -16,12 +16,24 @@ from dataclasses import dataclass, field
 GROUND = "0"
 
 
-def num(x: float) -> str:
-    """A float as SPICE text: shortest round-trip decimal, no scale suffix."""
+def num(x: float, digits: int | None = None) -> str:
+    """A float as SPICE text: shortest round-trip decimal, no scale suffix.
+
+    ``digits`` rounds derived quantities (times, tolerances: products like 0.5·1e-9 that
+    would print as ``5.000000000000001e-10``) to that many significant digits; device
+    parameters are always written exactly.
+    """
     x = float(x)
+    if digits is not None and math.isfinite(x):
+        x = float(f"{x:.{digits}g}")
     if x == 0:
         return "0"
     return repr(x)
+
+
+def tnum(x: float) -> str:
+    """A derived time, tolerance or capacitance: 12 significant digits."""
+    return num(x, 12)
 
 
 def signed_sum(terms: list[tuple[float, str]], constant: float = 0.0) -> str:
@@ -108,11 +120,11 @@ class Deck:
             out += [e.line() for e in elems]
         out.append("")
         step = self.stop_time_s / 100
-        out.append(f".tran {num(step)} {num(self.stop_time_s)} 0 {num(self.max_step_s)} uic")
+        out.append(f".tran {tnum(step)} {tnum(self.stop_time_s)} 0 {tnum(self.max_step_s)} uic")
         out.append(".save " + " ".join(f"V({r.node})" for r in self.readouts))
         if self.measures:
             for r in self.readouts:
-                out.append(f".meas tran {r.label} FIND V({r.node}) AT={num(self.stop_time_s)}")
+                out.append(f".meas tran {r.label} FIND V({r.node}) AT={tnum(self.stop_time_s)}")
         out.append(".end")
         return "\n".join(out) + "\n"
 

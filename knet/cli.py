@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("cmd_core", "cmd_export", "cmd_service", "cmd_loadtest", "cmd_bench")
+COMMAND_MODULES = ("cmd_core", "cmd_export", "cmd_service", "cmd_loadtest", "cmd_bench", "cmd_zoo")
 
 
 class UserError(Exception):

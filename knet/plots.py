@@ -43,6 +43,8 @@ def density_grid(model: KirchhoffNet, r: float, n: int = GRID) -> tuple[np.ndarr
 
 def samples_figure(model: KirchhoffNet, task: Task, path: Path, n: int = 2048, seed: int = 0) -> None:
     """2-D: target | model density | model samples. Digits: a grid of sampled images."""
+    if task.dim == 64:
+        n = 32  # only a 4×8 grid of images is drawn
     with torch.no_grad():
         x = model.sample(n, torch.Generator().manual_seed(seed), with_logprob=False).x.double().cpu().numpy()
     if task.dim == 64:
@@ -79,4 +81,41 @@ def samples_figure(model: KirchhoffNet, task: Task, path: Path, n: int = 2048, s
     fig.suptitle(model.spec.name)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _mosaic(images: np.ndarray, side: int, gap: int = 1) -> np.ndarray:
+    """``(k, 64)`` 8×8 images → one ``(side·9−1, side·9−1)`` mosaic, NaN between tiles."""
+    tile = 8 + gap
+    out = np.full((side * tile - gap, side * tile - gap), np.nan)
+    for k, img in enumerate(images[: side * side]):
+        r, c = divmod(k, side)
+        out[r * tile: r * tile + 8, c * tile: c * tile + 8] = img.reshape(8, 8)
+    return out
+
+
+def zoo_figure(entries: list[tuple[KirchhoffNet, Task, dict]], path: Path, grid: int = GRID // 2,
+               seed: int = 0) -> None:
+    """One panel per model: the learned density q(x) for 2-D models, sampled images for
+    digits; each titled with its name and evaluation figure (``eval.json`` content)."""
+    cols = min(3, len(entries))
+    rows = -(-len(entries) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 3.3 * rows), squeeze=False)
+    for ax, (model, task, ev) in zip(axes.ravel(), entries):
+        if task.dim == 2:
+            axis, lp = density_grid(model, task.plot_range, grid)
+            ax.pcolormesh(axis, axis, np.exp(lp), shading="auto", cmap="magma")
+            ax.set_aspect("equal")
+        else:
+            with torch.no_grad():
+                x = model.sample(36, torch.Generator().manual_seed(seed), with_logprob=False).x
+            ax.imshow(_mosaic(x.double().cpu().numpy(), 6), cmap="gray_r", vmin=-2, vmax=2)
+        figure = (f"NLL {ev['nll']:.3f}" if "nll" in ev else f"E[log q+U] {ev['elbo']:.3f}") if ev else ""
+        ax.set_title(f"{model.spec.name}\n{figure}", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.ravel()[len(entries):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -14,8 +14,10 @@ bound for tanh devices, whose |i| ≤ 1 in model units).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -74,6 +76,24 @@ def load_spec(model: str) -> CircuitSpec:
         raise ValueError(f"{path}: not a valid circuit spec ({str(err).splitlines()[0]})") from None
 
 
+def resolve_models(args: tuple[str, ...]) -> dict[str, tuple[str, CircuitSpec | None]]:
+    """MODEL arguments (zoo names or checkpoint directories) → ``{served name: (argument, spec)}``.
+
+    The served name is the circuit's name in lower case (what ``knet store`` registers); an
+    argument with no local checkpoint is kept as a served name with spec None (the report
+    then takes the chip latency from the service's answers).
+    """
+    out: dict[str, tuple[str, CircuitSpec | None]] = {}
+    for arg in args:
+        try:
+            spec = load_spec(arg)
+        except ValueError:
+            out[arg] = (arg, None)
+            continue
+        out[spec.name.lower()] = (arg, spec)
+    return out
+
+
 def figures(spec: CircuitSpec, model: str | None = None) -> CircuitFigures:
     """Projected timing and energy of ``spec`` from its hardware constants."""
     hw = spec.hardware
@@ -96,7 +116,7 @@ def _collect(obj, key: str, path: str = "") -> dict[str, float]:
             if k == key and isinstance(v, int | float) and not isinstance(v, bool):
                 found[path or key] = float(v)
             elif k == key and isinstance(v, dict):
-                found.update({f"{where}.{kk}": float(vv) for kk, vv in v.items()
+                found.update({(f"{path}.{kk}" if path else str(kk)): float(vv) for kk, vv in v.items()
                               if isinstance(vv, int | float) and not isinstance(vv, bool)})
             else:
                 found.update(_collect(v, key, where))
@@ -124,23 +144,29 @@ def parse_simulation(data: dict) -> dict:
     }
 
 
-def simulate(model: str, timeout_s: float = 300.0) -> tuple[dict | None, str | None]:
-    """Run ``knet simulate MODEL --json`` (ngspice) in a subprocess.
+def simulate(model: str, timeout_s: float = 300.0, n: int = 4, variants: str = "sample") -> tuple[dict | None, str | None]:
+    """Run ``knet simulate MODEL -n N --variants V --json`` (ngspice) in its own process group.
 
-    Returns ``(parsed, None)`` on success or ``(None, reason)`` when the command is missing,
-    fails or times out; a load test never fails because the simulator is unavailable.
+    A few inputs of one variant confirm the timing and show the agreement; the full sweep is
+    the export report's job. Returns ``(parsed, None)``, or ``(None, reason)`` when the
+    command is missing, fails without JSON or times out (its whole group is then killed):
+    a load test never fails because the simulator is unavailable. ``parsed["exit_code"]``
+    is 1 when ngspice disagreed with the model by more than ``knet simulate``'s tolerance.
     """
-    cmd = [sys.executable, "-m", "knet", "simulate", model, "--json"]
+    cmd = [sys.executable, "-m", "knet", "simulate", model, "-n", str(n), "--variants", variants, "--json"]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env,
-                              cwd=Path(__file__).resolve().parent.parent)
+        out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         return None, f"knet simulate timed out after {timeout_s:.0f} s"
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return None, f"knet simulate exited {proc.returncode}: {tail[:200]}"
     try:
-        return parse_simulation(json.loads(proc.stdout)), None
+        parsed = parse_simulation(json.loads(out))
     except json.JSONDecodeError:
-        return None, "knet simulate printed no JSON"
+        tail = (err.strip().splitlines() or ["no output"])[-1]
+        return None, f"knet simulate exited {proc.returncode}: {tail[:200]}"
+    return {**parsed, "exit_code": proc.returncode, "command": " ".join(cmd[2:])}, None

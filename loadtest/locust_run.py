@@ -13,11 +13,12 @@ from .target import taskset_prefix
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 
 
-def locust_command(step: Step, url: str, csv_prefix: Path) -> list[str]:
-    """The locust command line for ``step`` (all users spawned at once, no UI)."""
+def locust_command(step: Step, url: str) -> list[str]:
+    """The locust command line for ``step`` (all users spawned at once, no UI); the
+    locustfile writes the final CSVs itself (see its docstring)."""
     return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-H", url,
             "-u", str(step.users), "-r", str(step.users), "-t", f"{step.duration_s:g}s",
-            "--stop-timeout", "5", "--csv", str(csv_prefix), "--only-summary",
+            "--stop-timeout", "5", "--only-summary",
             "--exit-code-on-error", "0", "--loglevel", "WARNING"]
 
 
@@ -32,14 +33,18 @@ def run_closed(step: Step, url: str, body_path: Path, csv_prefix: Path, client_c
         raise ValueError("run_closed takes closed-loop steps")
     path = "/" + step.scenario.endpoint
     env = {**os.environ, "KNET_LT_PATH": path, "KNET_LT_BODY": str(body_path),
-           "KNET_LT_MAX_REQUESTS": str(step.max_requests), "OMP_NUM_THREADS": "1"}
-    cmd = taskset_prefix(client_cpus) + locust_command(step, url, csv_prefix)
+           "KNET_LT_MAX_REQUESTS": str(step.max_requests), "KNET_LT_CSV": str(csv_prefix),
+           "OMP_NUM_THREADS": "1"}
+    cmd = taskset_prefix(client_cpus) + locust_command(step, url)
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
                               timeout=step.duration_s + grace_s)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"locust overran {step.duration_s + grace_s:.0f} s on {step.label}") from None
+    Path(f"{csv_prefix}_locust.txt").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
         raise RuntimeError(f"locust exited {proc.returncode} on {step.label}:\n{tail}")
+    if not Path(f"{csv_prefix}_stats.csv").is_file():
+        raise RuntimeError(f"locust wrote no final stats on {step.label} (see {csv_prefix}_locust.txt)")
     return read_result(csv_prefix)

@@ -28,13 +28,27 @@ def cpu_model() -> str:
 def gpu_names() -> list[str]:
     """Names of visible NVIDIA GPUs (empty without a GPU or nvidia-smi)."""
     if shutil.which("nvidia-smi") is None:
-        return []
+        try:
+            import torch
+            return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        except Exception:  # no CUDA build / driver: no GPU to name
+            return []
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+def served_devices(url: str) -> list[str]:
+    """The torch devices the service reports in ``GET /models`` (``torch_device``); empty if unknown."""
+    import httpx
+    try:
+        models = httpx.get(f"{url}/models", timeout=10).json().get("models", [])
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return []
+    return sorted({str(m["torch_device"]) for m in models if isinstance(m, dict) and m.get("torch_device")})
 
 
 def describe(server_cpus: str | None, client_cpus: str | None, server_threads: int,
@@ -47,7 +61,7 @@ def describe(server_cpus: str | None, client_cpus: str | None, server_threads: i
         "gpus": gpu_names(),
         "server_device": server_device,
         "torch": torch.__version__,
-        "torch_threads_server": server_threads,
+        "torch_threads_server": server_threads,  # KNET_SERVICE_THREADS of the service
         "python": platform.python_version(),
         "platform": platform.platform(),
         "server_cpus": server_cpus,

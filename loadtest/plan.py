@@ -86,11 +86,24 @@ class Plan:
         return [Step(s, "closed", self.step_s, self.max_requests, users=c)
                 for s in self.scenarios() for c in self.concurrency]
 
+    def open_loop_scenario(self) -> Scenario | None:
+        """``open_loop`` if the closed-loop steps measure it (its peak sets the rates), else the
+        closest scenario they do measure: same model and endpoint if possible, middle size."""
+        if self.open_loop is None:
+            return None
+        have = self.scenarios()
+        if self.open_loop in have:
+            return self.open_loop
+        same = [s for s in have if (s.model, s.endpoint) == (self.open_loop.model, self.open_loop.endpoint)]
+        pool = same or have
+        return sorted(pool, key=lambda s: s.rows)[len(pool) // 2] if pool else None
+
     def open_steps(self, peak_rps: float) -> list[Step]:
         """Fixed-rate steps at ``factor × peak_rps`` for the open-loop scenario."""
-        if self.open_loop is None or peak_rps <= 0:
+        scenario = self.open_loop_scenario()
+        if scenario is None or peak_rps <= 0:
             return []
-        return [Step(self.open_loop, "open", self.step_s, self.max_requests, rate_rps=f * peak_rps,
+        return [Step(scenario, "open", self.step_s, self.max_requests, rate_rps=f * peak_rps,
                      max_in_flight=max(64, 4 * max(self.concurrency)))
                 for f in self.open_loop_factors]
 

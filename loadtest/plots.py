@@ -7,12 +7,22 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
+
+from .report_format import fmt_time  # noqa: E402
 
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 
 
 def _ms(x: float | None) -> float:
     return float("nan") if x is None else 1000.0 * x
+
+
+def _plain_log_axis(ax) -> None:
+    """Log-scaled y axis labelled 2, 5, 10, 20 … instead of 2×10^1."""
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
 
 def latency_vs_concurrency(rows: list[dict], model: str, path: Path) -> Path | None:
@@ -33,6 +43,7 @@ def latency_vs_concurrency(rows: list[dict], model: str, path: Path) -> Path | N
             ax.plot(users, [_ms(r["p99_s"]) for r in pts], "s--", color=c, alpha=0.6, label=f"n={n} p99")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        _plain_log_axis(ax)
         ax.set_xticks(sorted({r["users"] for r in mine}))
         ax.set_xticklabels([str(u) for u in sorted({r["users"] for r in mine})])
         ax.set(xlabel="concurrent clients (closed loop)", ylabel="latency per request (ms)",
@@ -51,6 +62,7 @@ def served_vs_chip(rows: list[dict], chip_s: dict[str, float | None], path: Path
     groups = []
     for model, chip in chip_s.items():
         mine = [r for r in rows if r["model"] == model and r["mode"] == "closed" and r["endpoint"] == "sample"]
+        chip = chip or next((r["chip_latency_s"] for r in mine if r["chip_latency_s"]), None)
         for n in sorted({r["rows"] for r in mine}):
             sized = [r for r in mine if r["rows"] == n]
             one = min(sized, key=lambda r: r["users"])
@@ -64,16 +76,23 @@ def served_vs_chip(rows: list[dict], chip_s: dict[str, float | None], path: Path
     series = (("served p50 per request (1 client)", 1, "tab:blue"),
               ("served time per sample (best throughput)", 2, "tab:orange"),
               ("projected chip latency per sample", 3, "tab:green"))
+    values = [g[i] for g in groups for i in (1, 2, 3) if g[i]]
+    lo, hi = min(values) / 20, max(values) * 20
     for j, (label, idx, color) in enumerate(series):
         xs = [i + (j - 1) * width for i in range(len(groups))]
-        ax.bar(xs, [g[idx] if g[idx] else float("nan") for g in groups], width, label=label, color=color)
+        heights = [g[idx] if g[idx] else float("nan") for g in groups]
+        ax.bar(xs, [h - lo for h in heights], width, bottom=lo, label=label, color=color)
+        for x, h in zip(xs, heights):
+            if h == h:
+                ax.text(x, h * 1.3, fmt_time(h), ha="center", va="bottom", fontsize=7, rotation=90)
     ax.set_yscale("log")
+    ax.set_ylim(lo, hi * 200)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([g[0] for g in groups], fontsize=8)
     ax.set_ylabel("seconds (log scale)")
     ax.set_title("/sample: served latency vs projected analog-chip latency")
     ax.grid(True, axis="y", which="major", alpha=0.3)
-    ax.legend(fontsize=8, loc="center right")
+    ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -96,6 +115,7 @@ def open_loop(rows: list[dict], path: Path) -> Path | None:
     a2.plot(offered, [_ms(r["p50_s"]) for r in pts], "o-", label="p50")
     a2.plot(offered, [_ms(r["p99_s"]) for r in pts], "s--", label="p99")
     a2.set_yscale("log")
+    _plain_log_axis(a2)
     a2.set(xlabel="offered rate (req/s)", ylabel="latency from scheduled send (ms)", title="open loop: latency")
     a2.legend(fontsize=8)
     for a in (a1, a2):

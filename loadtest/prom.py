@@ -31,11 +31,11 @@ def parse(text: str) -> Samples:
     return out
 
 
-def scrape(base_url: str, timeout_s: float = 5.0) -> Samples:
-    """GET ``base_url/metrics`` and parse it. Raises httpx errors or ValueError."""
+def scrape(base_url: str, timeout_s: float = 5.0) -> tuple[str, Samples]:
+    """GET ``base_url/metrics``: the raw text and its parse. Raises httpx errors or ValueError."""
     r = httpx.get(base_url.rstrip("/") + "/metrics", timeout=timeout_s)
     r.raise_for_status()
-    return parse(r.text)
+    return r.text, parse(r.text)
 
 
 def total(samples: Samples, name: str, **match: str) -> float:

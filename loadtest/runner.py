@@ -19,6 +19,7 @@ import httpx
 from tqdm import tqdm
 
 from . import circuit, prom
+from .locust_csv import LocustResult
 from .locust_run import run_closed
 from .machine import PowerSampler
 from .plan import Plan, Scenario, Step
@@ -34,6 +35,7 @@ class RunContext:
     client_cpus: str | None = None
     simulate: bool = True
     simulate_timeout_s: float = 300.0
+    models: dict = field(default_factory=dict)  # served name -> (MODEL argument, CircuitSpec | None)
     log: callable = field(default=lambda msg: print(msg, file=sys.stderr))
 
 
@@ -98,22 +100,36 @@ def run_open(step: Step, url: str, body_path: Path, out_path: Path, client_cpus:
         "--max-requests", str(step.max_requests), "--max-in-flight", str(step.max_in_flight),
         "--grace", f"{grace_s:g}", "--out", str(out_path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=step.duration_s + grace_s + 30,
-                          cwd=Path(__file__).resolve().parent.parent)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=step.duration_s + grace_s + 30,
+                              cwd=Path(__file__).resolve().parent.parent)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"open-loop generator overran on {step.label}") from None
     if proc.returncode != 0:
         raise RuntimeError(f"open-loop generator exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
     return json.loads(out_path.read_text())
 
 
-def client_row(step: Step, csv_prefix: Path | None, open_result: dict | None, wall_s: float) -> dict:
-    """Client-side figures of a step (seconds, per second)."""
-    if csv_prefix is not None:
-        from .locust_csv import read_result
-        res = read_result(csv_prefix)
-        s = res.stats
-        return {"requests": s.requests, "failures": s.failures, "rps": s.rps, "mean_s": s.mean_s,
-                "p50_s": s.p50_s, "p95_s": s.p95_s, "p99_s": s.p99_s, "max_s": s.max_s,
-                "errors_by_status": res.errors_by_status, "ok_requests": s.requests - s.failures}
+def ratios(p50_s: float | None, samples_per_s: float, chip_s: float | None) -> tuple[float | None, float | None]:
+    """(per request, per sample): served p50 ÷ chip latency, and (1 ÷ samples/s) ÷ chip latency."""
+    if not chip_s:
+        return None, None
+    per_request = p50_s / chip_s if p50_s else None
+    per_sample = (1.0 / samples_per_s) / chip_s if samples_per_s > 0 else None
+    return per_request, per_sample
+
+
+def closed_client_row(res: LocustResult) -> dict:
+    """Client-side figures of a closed-loop step as locust measured them (seconds, per second)."""
+    s = res.stats
+    return {"requests": s.requests, "failures": s.failures, "rps": s.rps, "mean_s": s.mean_s,
+            "p50_s": s.p50_s, "p95_s": s.p95_s, "p99_s": s.p99_s, "max_s": s.max_s,
+            "errors_by_status": res.errors_by_status, "ok_requests": s.requests - s.failures}
+
+
+def open_client_row(step: Step, open_result: dict) -> dict:
+    """Client-side figures of an open-loop step from its per-request records; throughput is
+    200-answers over the whole firing + straggler time."""
     recs = open_result["records"]
     statuses: dict[str, int] = {}
     for _, _, st in recs:
@@ -137,22 +153,22 @@ def run_step(step: Step, ctx: RunContext, body_path: Path, chip: circuit.Circuit
              projected_from_service: float | None, index: int) -> dict:
     """Measure one step and return its report row (see ``report.COLUMNS``)."""
     sc = step.scenario
-    before = _try_scrape(ctx.url)
+    before_text, before = _try_scrape(ctx.url)
     sampler = PowerSampler()
     t0 = time.monotonic()
     with sampler:
         if step.mode == "closed":
             prefix = ctx.raw_dir / f"step{index:03d}"
-            run_closed(step, ctx.url, body_path, prefix, ctx.client_cpus)
-            client = client_row(step, prefix, None, 0.0)
+            client = closed_client_row(run_closed(step, ctx.url, body_path, prefix, ctx.client_cpus))
         else:
             out = ctx.raw_dir / f"step{index:03d}_openloop.json"
-            client = client_row(step, None, run_open(step, ctx.url, body_path, out, ctx.client_cpus), 0.0)
+            client = open_client_row(step, run_open(step, ctx.url, body_path, out, ctx.client_cpus))
     wall = time.monotonic() - t0
-    after = _try_scrape(ctx.url)
+    after_text, after = _try_scrape(ctx.url)
     server = prom.delta(before, after, sc.model, sc.endpoint) if before is not None and after is not None else None
     chip_s = chip.chip_latency_s if chip else projected_from_service
     samples_per_s = client["rps"] * sc.rows
+    ratio_request, ratio_sample = ratios(client["p50_s"], samples_per_s, chip_s)
     row = {
         "model": sc.model, "endpoint": sc.endpoint, "rows": sc.rows, "mode": step.mode,
         "users": step.users if step.mode == "closed" else None,
@@ -160,6 +176,7 @@ def run_step(step: Step, ctx: RunContext, body_path: Path, chip: circuit.Circuit
         **{k: v for k, v in client.items() if k != "offered_rps"},
         "error_rate": client["failures"] / client["requests"] if client["requests"] else None,
         "samples_per_s": samples_per_s,
+        "server_requests": server.requests if server else None,
         "server_solves": server.solves if server else None,
         "server_rows": server.rows if server else None,
         "solve_mean_s": server.solve_mean_s if server else None,
@@ -169,29 +186,23 @@ def run_step(step: Step, ctx: RunContext, body_path: Path, chip: circuit.Circuit
         "batch_mean": server.batch_mean if server else None,
         "solver_failures": server.failures_by_status if server else None,
         "chip_latency_s": chip_s,
-        "ratio_request": client["p50_s"] / chip_s if chip_s and client["p50_s"] else None,
-        "ratio_sample": (1.0 / samples_per_s) / chip_s if chip_s and samples_per_s > 0 else None,
+        "ratio_request": ratio_request,
+        "ratio_sample": ratio_sample,
         "gpu_power_w": sampler.mean_w,
         "gpu_j_per_sample": (sampler.energy_j() / (client["ok_requests"] * sc.rows)
                              if sampler.energy_j() and client["ok_requests"] else None),
     }
-    (ctx.raw_dir / f"step{index:03d}_metrics_before.txt").write_text(_dump(before))
-    (ctx.raw_dir / f"step{index:03d}_metrics_after.txt").write_text(_dump(after))
+    (ctx.raw_dir / f"step{index:03d}_metrics_before.txt").write_text(before_text)
+    (ctx.raw_dir / f"step{index:03d}_metrics_after.txt").write_text(after_text)
     return row
 
 
-def _dump(samples: prom.Samples | None) -> str:
-    if samples is None:
-        return "# scrape failed\n"
-    return "".join(f"{n}{{{','.join(f'{k}={v!r}' for k, v in labels)}}} {v}\n"
-                   for (n, labels), v in sorted(samples.items()))
-
-
-def _try_scrape(url: str) -> prom.Samples | None:
+def _try_scrape(url: str) -> tuple[str, prom.Samples | None]:
+    """``(raw text, parsed)``; ``("# scrape failed: …", None)`` when /metrics is unusable."""
     try:
         return prom.scrape(url)
-    except (httpx.HTTPError, ValueError):
-        return None
+    except (httpx.HTTPError, ValueError) as err:
+        return f"# scrape failed: {err}\n", None
 
 
 def run_plan(plan: Plan, ctx: RunContext) -> dict:
@@ -203,15 +214,16 @@ def run_plan(plan: Plan, ctx: RunContext) -> dict:
     service_info: dict[str, dict] = {}
     points: dict[str, list] = {}
     for m in plan.models:
-        try:
-            spec = circuit.load_spec(m)
+        source, spec = ctx.models.get(m, (m, None))
+        if spec is None:
+            chips[m] = None
+            notes.append(f"{m}: no local checkpoint, so the chip latency is the service's "
+                         "`projected_chip_latency_s` and there is no circuit simulation")
+        else:
             chips[m] = circuit.figures(spec, m)
-        except ValueError as err:
-            chips[m], spec = None, None
-            notes.append(f"{m}: no local circuit spec ({err}); chip latency taken from the service")
         if ctx.simulate and chips[m] is not None:
-            ctx.log(f"[loadtest] knet simulate {m} --json …")
-            sim, why = circuit.simulate(m, ctx.simulate_timeout_s)
+            ctx.log(f"[loadtest] knet simulate {source} --json …")
+            sim, why = circuit.simulate(source, ctx.simulate_timeout_s)
             if sim is None:
                 notes.append(f"{m}: circuit simulation not available ({why})")
             else:
@@ -246,8 +258,8 @@ def run_plan(plan: Plan, ctx: RunContext) -> dict:
         except RuntimeError as err:
             notes.append(f"{step.label}: {err}")
         bar.update()
-    if plan.open_loop is not None:
-        ol = plan.open_loop
+    ol = plan.open_loop_scenario()
+    if ol is not None:
         peak = max((r["rps"] for r in rows if r["mode"] == "closed" and r["model"] == ol.model
                     and r["endpoint"] == ol.endpoint and r["rows"] == ol.rows), default=0.0)
         if peak <= 0:

@@ -112,6 +112,31 @@ class LayerSpec(_Frozen):
         return self
 
 
+class CalibrationRecord(_Frozen):
+    """How the serving step counts were chosen (``knet calibrate``); stored in circuit.json.
+
+    Errors are max absolute errors over the calibration points, of x (model volts) and of
+    log p (nats), against ``reference`` (float64, tight tolerance); the engine runs RK4 in
+    ``dtype`` with ``steps_per_layer``. ``target_x``/``target_logp`` are the bounds the
+    calibration enforced: ``safety`` × the error of the published method (dopri5,
+    rtol = atol = 1e-4, float32) on the same points, capped by ``tolerance_cap`` if given.
+    """
+
+    steps_per_layer: tuple[int, ...]
+    target_x: float = Field(gt=0)
+    target_logp: float = Field(gt=0)
+    tolerance_cap: float | None = None
+    safety: float = Field(0.5, gt=0, le=1)
+    reference: str = "dopri5 float64 rtol=atol=1e-9"
+    dtype: str = "float32"
+    points: int = Field(ge=1)
+    seed: int = 0
+    error_x: float = Field(ge=0)
+    error_logp: float = Field(ge=0)
+    baseline_error_x: float = Field(ge=0)
+    baseline_error_logp: float = Field(ge=0)
+
+
 class CircuitSpec(_Frozen):
     """The architecture of a KirchhoffNet: everything but the learned parameters."""
 
@@ -124,6 +149,7 @@ class CircuitSpec(_Frozen):
     hardware: HardwareConstants = HardwareConstants()
     solver: SolverConfig = SolverConfig()
     version: str = "1"
+    calibration: CalibrationRecord | None = None  # set by `knet calibrate MODEL --write`
 
     @field_validator("device")
     @classmethod

@@ -65,6 +65,9 @@ class KirchhoffNet(nn.Module):
             for i, layer in enumerate(spec.layers)
         )
         self.form: Form = "auto"
+        # RK4 calls that need no gradient go through models.engine (same results, faster);
+        # set False to force the generic tableau loop (used by tests and benchmarks).
+        self.engine_enabled = True
 
     # -- bookkeeping -----------------------------------------------------------------
     @property
@@ -102,6 +105,10 @@ class KirchhoffNet(nn.Module):
             state reached so far is returned with a non-success status.
         """
         cfg = solver or self.spec.solver
+        if operators is None and self.engine_enabled:
+            from . import engine  # the serving fast path: RK4 without autograd
+            if engine.supports(self, v, cfg):
+                return engine.integrate(self, v, cfg, reverse, with_divergence)
         ops = operators if operators is not None else self.operators()
         budget = Budget(cfg.max_steps, cfg.max_wall_s)
         order = range(len(ops) - 1, -1, -1) if reverse else range(len(ops))

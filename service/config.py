@@ -15,8 +15,8 @@ Defaults are below; each field can be overridden by an environment variable
 | ``max_solver_steps`` | 100000 | step budget of one solve (504 past it) |
 | ``request_timeout_s`` | 60 | BentoML's whole-request timeout, seconds (504 past it) |
 | ``batching`` | true | merge concurrent requests per model into one solve |
-| ``max_batch_rows`` | 1024 | rows per merged solve; larger requests are chunked |
-| ``slice_rows`` | 128 | rows one request adds to a batch per round-robin turn (fairness) |
+| ``max_batch_rows`` | 256 | rows per merged solve; larger requests are chunked (bounds how long a small request waits behind a large one) |
+| ``slice_rows`` | 32 | rows one request adds to a batch per round-robin turn (fairness) |
 | ``workers`` | 1 | BentoML worker processes |
 | ``threads`` | 1 | torch intra-op threads per worker |
 | ``device`` | auto | ``auto`` (CUDA when available), ``cpu`` or ``cuda`` |
@@ -47,8 +47,8 @@ class ServiceSettings(BaseModel):
     max_solver_steps: int = Field(100_000, ge=1, description="step budget of a solve")
     request_timeout_s: float = Field(60.0, gt=0, description="whole-request timeout, seconds")
     batching: bool = Field(True, description="merge concurrent requests into one solve")
-    max_batch_rows: int = Field(1024, ge=1, description="rows per merged solve")
-    slice_rows: int = Field(128, ge=1, description="rows per request per round-robin turn")
+    max_batch_rows: int = Field(256, ge=1, description="rows per merged solve")
+    slice_rows: int = Field(32, ge=1, description="rows per request per round-robin turn")
     workers: int = Field(1, ge=1, description="BentoML worker processes")
     threads: int = Field(1, ge=1, description="torch intra-op threads per worker")
     device: Literal["auto", "cpu", "cuda"] = "auto"

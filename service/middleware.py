@@ -1,4 +1,4 @@
-"""ASGI middleware in front of every route: body size (413), concurrency (429) and a
+"""ASGI middleware in front of every route: body size (413), concurrency (429), form bodies (415), and a
 catch-all that turns any escaped exception into a JSON 500 without a traceback.
 
 BentoML itself has no request-size limit and its own concurrency limit sends no
@@ -51,7 +51,11 @@ class LimitsMiddleware:
     async def _limited(self, scope, receive, send):
         too_big = {"error": f"request body larger than {self.max_body_bytes} bytes "
                             "(KNET_SERVICE_MAX_BODY_BYTES)", "field": None}
-        length = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        if headers.get(b"content-type", b"").lower().startswith(b"multipart/"):
+            # every endpoint takes JSON; BentoML would try (and fail) to parse form data
+            return await _send_json(send, 415, {"error": "send the body as application/json", "field": None})
+        length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             return await _send_json(send, 413, too_big)
         chunks, size, more = [], 0, True

@@ -38,8 +38,8 @@ class ServedModel:
     batcher: MicroBatcher | None = field(default=None, repr=False)
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "data_dim": self.model.data_dim,
-                "device": str(self.model.device), **self.metadata}
+        return {"name": self.name, "version": self.version, **self.metadata,
+                "torch_device": str(self.model.device)}
 
 
 def serving_solver(model: KirchhoffNet, settings: ServiceSettings) -> SolverConfig:

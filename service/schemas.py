@@ -15,7 +15,7 @@ _S = current()
 
 ModelName = Annotated[str, Field(min_length=1, max_length=64, description="a served model, see GET /models",
                                  examples=["twomoon"])]
-Timeout = Annotated[float | None, Field(None, gt=0, le=_S.solve_timeout_s,
+Timeout = Annotated[float | None, Field(None, ge=1e-3, le=_S.solve_timeout_s,
                                          description="wall-clock budget of this request's solve, seconds "
                                                      f"(default and maximum {_S.solve_timeout_s:g})")]
 Coordinate = Annotated[float, Field(allow_inf_nan=False, ge=-_S.max_abs_coordinate, le=_S.max_abs_coordinate)]

@@ -62,7 +62,7 @@ def checkpoint_metadata(directory: Path) -> dict[str, Any]:
         "solver": spec.solver.model_dump(mode="json"),
         "hardware": spec.hardware.model_dump(mode="json"),
         "projected_chip_latency_s": projected_latency_s(spec),
-        "eval": evals,
+        "eval": evals or {},
         "checkpoint_sha256": content_hash(directory),
         "circuit_version": spec.version,
     }

@@ -17,7 +17,7 @@ EVAL_SOLVER = SolverConfig(method="rk4", steps_per_layer=8)
 
 def tiny_config(**overrides) -> TrainConfig:
     base = dict(
-        name="tiny", task="twomoon",
+        name="tiny", task="8gaussians",  # numpy-only data: no sklearn import
         architecture=dict(layers=2, end_time=1.0, topology=dict(kind="full", repeat=3)),
         train_solver=dict(method="rk4", steps_per_layer=4),
         serve_solver=dict(method="rk4", steps_per_layer=8),

@@ -27,7 +27,7 @@ WORKER = textwrap.dedent("""
     from models.train import train
 
     out = sys.argv[1]
-    cfg = TrainConfig(name="ddp", task="twomoon",
+    cfg = TrainConfig(name="ddp", task="8gaussians",
                       architecture=dict(layers=2, topology=dict(kind="full", repeat=2)),
                       train_solver=dict(method="rk4", steps_per_layer=2),
                       iterations=4, batch_size=64, lr=5e-2, checkpoint_every=2)

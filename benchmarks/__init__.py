@@ -1,0 +1,1 @@
+"""Benchmarks: the published KirchhoffNet inference method against our engine (``knet bench``)."""

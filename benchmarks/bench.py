@@ -1,0 +1,332 @@
+"""The inference benchmark: the published method against our engine, side by side.
+
+For every model × kind (``sample`` with log q, ``logprob``) × batch it times both methods
+on the same inputs (medians after warm-up) and measures both against a float64,
+tight-tolerance (dopri5, 1e-9) solution of the same model. Run it as
+``knet bench`` or ``python -m benchmarks.bench``; it prints the environment and a table,
+and writes CSV/JSON when asked. Speed targets are read off this output, never asserted.
+
+A model comes from the zoo (``models/zoo/<name>``) when it exists; otherwise it is freshly
+initialised from ``configs/<name>.yaml`` (or a built-in spec of the same architecture), and
+its RK4 steps are calibrated in the run. Each row says which (``source``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from benchmarks.baseline import PublishedBaseline
+from models import calibration
+from models.checkpoint import load_model
+from models.config import TrainConfig
+from models.flow import KirchhoffNet
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS = ("twomoon", "potential1", "digits")
+DEFAULT_BATCHES = (1, 64, 1024, 16384)
+KINDS = ("sample", "logprob")
+REFERENCE_ROWS = 1024  # accuracy is measured on the first rows of each batch (tight solves are slow)
+SINGLE_REQUESTS = 8  # batch-1 rows: accuracy is the max over this many one-row requests
+
+# Architectures of the zoo, used only when neither the zoo model nor its config exists yet.
+BUILTIN_CONFIGS = {
+    "twomoon": dict(name="twomoon", task="twomoon", architecture=dict(
+        device="affine-tanh", layers=2, end_time=1.0, topology=dict(kind="full", repeat=50))),
+    "potential1": dict(name="potential1", task="potential1", objective="density_matching", architecture=dict(
+        device="affine-tanh", layers=16, end_time=1.0, topology=dict(kind="full", repeat=10))),
+    "digits": dict(name="digits", task="digits", architecture=dict(
+        device="affine-tanh", layers=4, end_time=1.0, nodes=64,
+        topology=dict(kind="mixed", grid=(1, 8, 8), kernel=3, hubs=2))),
+}
+
+
+@dataclass
+class Row:
+    """One line of the table. Times in milliseconds (medians); errors are max absolute
+    errors against the tight float64 solution (x in model volts, log p in nats);
+    ``*_error`` is the larger of the two."""
+
+    model: str
+    kind: str
+    batch: int
+    baseline_ms: float | None
+    ours_ms: float
+    ratio: float | None
+    baseline_error: float | None
+    ours_error: float
+    baseline_error_x: float | None
+    baseline_error_logp: float | None
+    ours_error_x: float
+    ours_error_logp: float
+    accurate: bool | None  # ours ≤ baseline on both x and log p
+    baseline_nfe: int | None
+    ours_nfe: int
+    baseline_repeats: int
+    ours_repeats: int
+    error_rows: int
+    source: str
+    steps_per_layer: str
+    note: str = ""
+
+
+def environment() -> dict:
+    """CPU/GPU, library versions and threads, printed above the table."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torchdiffeq
+    env = dict(cpu=cpu, cpus=os.cpu_count(), torch=torch.__version__, torchdiffeq=torchdiffeq.__version__,
+               python=platform.python_version(), threads=torch.get_num_threads(),
+               cpu_capability=torch.backends.cpu.get_cpu_capability(),
+               cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+    try:
+        env["load_average"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    return env
+
+
+def bench_model(name: str, progress: Callable[[str], None] = print) -> tuple[KirchhoffNet, str]:
+    """The model to benchmark (float32) and where it came from. Fresh models are
+    calibrated here, so 'ours' always runs with calibrated steps."""
+    from models.zoo import ZOO_DIR
+    from models.zoo import resolve
+    zoo_dir = ZOO_DIR / name
+    try:
+        directory = resolve(name)
+    except ValueError:
+        directory = None
+    if directory is not None:
+        model = load_model(directory, torch.float32)
+        source = "zoo" if directory == zoo_dir else str(directory)
+        if model.spec.calibration is None:
+            progress(f"{name}: checkpoint has no calibration record; calibrating in this run")
+            model.spec = calibration.apply(model.spec, calibration.calibrate(model))
+            source += ", calibrated in this run"
+        return model, source
+    from models.train import build_spec
+    cfg_path = ROOT / "configs" / f"{name}.yaml"
+    if cfg_path.is_file():
+        import yaml
+        cfg = TrainConfig(**yaml.safe_load(cfg_path.read_text()))
+        source = f"fresh init from configs/{name}.yaml"
+    elif name in BUILTIN_CONFIGS:
+        cfg = TrainConfig(**BUILTIN_CONFIGS[name])
+        source = "fresh init, built-in spec"
+    else:
+        raise ValueError(f"unknown model {name!r}: not in the zoo, no configs/{name}.yaml, no built-in spec")
+    model = KirchhoffNet(build_spec(cfg), init_scale=cfg.architecture.init_scale, seed=cfg.seed)
+    model.requires_grad_(False)
+    progress(f"{name}: not in the zoo yet; {source}; calibrating RK4 steps")
+    model.spec = calibration.apply(model.spec, calibration.calibrate(model))
+    return model, source + ", calibrated in this run"
+
+
+def _time(fn: Callable[[], object], budget_s: float, max_repeats: int, min_repeats: int,
+          warmup: int, sync: Callable[[], None]) -> tuple[float, int, object]:
+    """Median wall time in ms of ``fn`` after ``warmup`` calls; repeats until ``budget_s``."""
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < max_repeats and (len(times) < min_repeats or spent < budget_s):
+        sync()
+        t = time.perf_counter()
+        out = fn()
+        sync()
+        times.append(time.perf_counter() - t)
+        spent += times[-1]
+    return statistics.median(times) * 1e3, len(times), out
+
+
+def _err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a[: b.shape[0]].double().cpu() - b).abs().max())
+
+
+def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_budget_s: float = 5.0,
+        baseline_max_repeats: int = 5, ours_budget_s: float = 1.0, skip_baseline_above: int | None = None,
+        device: str = "cpu", baseline_max_s: float = 120.0,
+        progress: Callable[[str], None] = print) -> list[Row]:
+    """Benchmark every model × kind × batch; returns the rows (see :class:`Row`).
+
+    The baseline runs at least once per row and repeats until ``baseline_budget_s``, at
+    most ``baseline_max_repeats`` times; a row whose single baseline run is estimated
+    (linearly from the previous batch of ≥ 256 rows) above ``baseline_max_s`` gets no
+    baseline and says so.
+    """
+    rows = []
+    dev = torch.device(device)
+    sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
+    for name in models:
+        model, source = bench_model(name, progress)
+        model = model.to(dev)
+        steps = model.spec.solver.steps_per_layer
+        steps_s = ",".join(map(str, steps)) if isinstance(steps, tuple) else str(steps)
+        base = PublishedBaseline(model.cpu())
+        model = model.to(dev)
+        base.sample(torch.zeros(1, model.data_dim))  # warm the published code path once
+        last_baseline: dict[str, tuple[int, float]] = {}  # kind -> (batch, ms), to bound run time
+        for batch in sorted(set(batches)):
+            gen = torch.Generator().manual_seed(batch)
+            # batch 1: accuracy over several single requests (one row says little)
+            n_ref = SINGLE_REQUESTS if batch == 1 else min(batch, REFERENCE_ROWS)
+            z_all = torch.randn(max(batch, n_ref), model.data_dim, generator=gen, dtype=torch.float64)
+            z = z_all[:batch]
+            progress(f"{name} batch {batch}: tight float64 reference on {n_ref} rows")
+            ref = calibration.tight_reference(model.cpu(), z_all[:n_ref])
+            model = model.to(dev)
+            x_in = ref.x.repeat(math.ceil(batch / n_ref), 1)[:batch]
+            for kind in kinds:
+                if kind == "sample":
+                    ours_fn = lambda inp: model.sample(0, z=inp)  # noqa: E731
+                    base_fn = base.sample
+                    inputs, want_x, want_lp = z_all, ref.x, ref.logp
+                else:
+                    ours_fn = model.log_prob
+                    base_fn = base.log_prob
+                    inputs, want_x, want_lp = ref.x, ref.z, ref.logp
+                inp = inputs[:1] if batch == 1 else (z if kind == "sample" else x_in)
+                with torch.no_grad():
+                    ours_ms, ours_n, res = _time(lambda: ours_fn(inp), ours_budget_s, 200, 3, 2, sync)
+                    outs = [ours_fn(inputs[i:i + 1]) for i in range(n_ref)] if batch == 1 else [res]
+                ox = _err(torch.cat([o.x for o in outs]), want_x)
+                ol = _err(torch.cat([o.logp for o in outs]), want_lp)
+                b_ms = bx = bl = b_nfe = None
+                b_n = 0
+                note = ""
+                prev = last_baseline.get(kind)
+                # extrapolate linearly only from batches big enough to be throughput-bound
+                estimate_s = None if prev is None or prev[0] < 256 else prev[1] / 1e3 * batch / prev[0]
+                if skip_baseline_above is not None and batch > skip_baseline_above:
+                    note = "baseline skipped (--skip-baseline-above)"
+                elif estimate_s is not None and estimate_s > baseline_max_s:
+                    note = f"baseline skipped: one run estimated at {estimate_s:.0f} s > {baseline_max_s:g} s"
+                else:
+                    progress(f"{name} {kind} batch {batch}: published baseline")
+                    base.nfe = 0
+                    b_ms, b_n, b_out = _time(lambda: base_fn(inp), baseline_budget_s, baseline_max_repeats, 1, 0,
+                                             lambda: None)
+                    b_nfe = base.nfe // b_n
+                    b_outs = [base_fn(inputs[i:i + 1]) for i in range(n_ref)] if batch == 1 else [b_out]
+                    bx = _err(torch.cat([o[0] for o in b_outs]), want_x)
+                    bl = _err(torch.cat([o[1] for o in b_outs]), want_lp)
+                    last_baseline[kind] = (batch, b_ms)
+                if note:
+                    progress(f"{name} {kind} batch {batch}: {note}")
+                row = Row(model=name, kind=kind, batch=batch, baseline_ms=b_ms, ours_ms=ours_ms,
+                          ratio=None if b_ms is None else b_ms / ours_ms,
+                          baseline_error=None if bx is None else max(bx, bl), ours_error=max(ox, ol),
+                          baseline_error_x=bx, baseline_error_logp=bl, ours_error_x=ox, ours_error_logp=ol,
+                          accurate=None if bx is None else (ox <= bx and ol <= bl),
+                          baseline_nfe=b_nfe, ours_nfe=res.stats.nfe, baseline_repeats=b_n, ours_repeats=ours_n,
+                          error_rows=n_ref, source=source, steps_per_layer=steps_s, note=note)
+                rows.append(row)
+                progress(format_row(row))
+    return rows
+
+
+def _f(x, spec: str) -> str:
+    return "—" if x is None else format(x, spec)
+
+
+HEADER = ("model", "kind", "batch", "baseline ms", "ours ms", "ratio", "baseline err", "ours err",
+          "ours≤base", "NFE base/ours")
+
+
+def format_row(r: Row) -> str:
+    cells = (r.model, r.kind, str(r.batch), _f(r.baseline_ms, ".2f"), _f(r.ours_ms, ".3f"),
+             _f(r.ratio, ".1f") + ("×" if r.ratio else ""), _f(r.baseline_error, ".1e"), _f(r.ours_error, ".1e"),
+             "—" if r.accurate is None else ("yes" if r.accurate else "NO"),
+             f"{_f(r.baseline_nfe, 'd')}/{r.ours_nfe}")
+    return "| " + " | ".join(cells) + " |"
+
+
+def format_table(rows: list[Row]) -> str:
+    """A Markdown table of the rows (the one docs/engine.md quotes)."""
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += [format_row(r) for r in rows]
+    sources = sorted({f"{r.model}: {r.source}; RK4 steps per layer {r.steps_per_layer}" for r in rows})
+    lines += [""] + [f"- {s}" for s in sources]
+    lines += [f"- {r.model} {r.kind} {r.batch}: {r.note}" for r in rows if r.note]
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[Row], path: str | Path) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(asdict(rows[0])))
+        w.writeheader()
+        for r in rows:
+            w.writerow(asdict(r))
+
+
+def write_json(rows: list[Row], env: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps({"environment": env, "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="zoo names (default: %(default)s)")
+    p.add_argument("--batches", nargs="+", type=int, default=list(DEFAULT_BATCHES), help="batch sizes")
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    p.add_argument("--json", action="store_true", help="print one JSON object (environment + rows) on stdout")
+    p.add_argument("--csv", help="also write the rows to this CSV file")
+    p.add_argument("--out-json", help="also write environment + rows to this JSON file")
+    p.add_argument("--baseline-budget-s", type=float, default=5.0,
+                   help="stop repeating the baseline once this many seconds are spent (≥ 1 run)")
+    p.add_argument("--baseline-repeats", type=int, default=5, help="at most this many baseline runs per row")
+    p.add_argument("--ours-budget-s", type=float, default=1.0)
+    p.add_argument("--skip-baseline-above", type=int, help="time only ours for batches above this")
+    p.add_argument("--baseline-max-s", type=float, default=120.0,
+                   help="skip the baseline where one run is estimated above this (default %(default)s s)")
+    p.add_argument("--device", default="cpu", help="torch device for ours (the baseline runs on the CPU)")
+
+
+def main_from_args(args: argparse.Namespace) -> int:
+    if any(b < 1 for b in args.batches):
+        raise ValueError("batch sizes must be >= 1")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("CUDA requested but torch sees no GPU")
+    env = environment()
+    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    log("environment: " + ", ".join(f"{k}={v}" for k, v in env.items()))
+    rows = run(args.models, args.batches, args.kinds, args.baseline_budget_s, args.baseline_repeats,
+               args.ours_budget_s, args.skip_baseline_above, args.device, args.baseline_max_s, progress=log)
+    if args.csv:
+        write_csv(rows, args.csv)
+    if args.out_json:
+        write_json(rows, env, args.out_json)
+    if args.json:
+        json.dump({"environment": env, "rows": [asdict(r) for r in rows]}, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(format_table(rows))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from knet import settings
+    settings.apply()  # threads (KNET_THREADS, default 1)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
+    add_args(p)
+    return main_from_args(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

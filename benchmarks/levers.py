@@ -1,0 +1,114 @@
+"""Measure each engine lever on its own (``python -m benchmarks.levers``).
+
+Prints one line per lever with the median CPU time (``time.process_time``: on a shared
+machine it is steadier than wall time) of a full solve or of one evaluation, on freshly
+initialised circuits of the zoo's architectures. docs/engine.md quotes the output.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from benchmarks.bench import BUILTIN_CONFIGS
+from models import engine, engine_small
+from models.circuit import autograd_divergence
+from models.config import SolverConfig, TrainConfig
+from models.flow import KirchhoffNet
+from models.train import build_spec
+
+
+def _model(name: str) -> KirchhoffNet:
+    from benchmarks.bench import ROOT
+    import yaml
+    path = ROOT / "configs" / f"{name}.yaml"
+    cfg = TrainConfig(**(yaml.safe_load(path.read_text()) if path.is_file() else BUILTIN_CONFIGS[name]))
+    model = KirchhoffNet(build_spec(cfg), init_scale=cfg.architecture.init_scale, seed=cfg.seed)
+    return model.requires_grad_(False)
+
+
+def cpu_ms(fn, repeats: int = 5) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.process_time()
+        fn()
+        times.append(time.process_time() - t)
+    return statistics.median(times) * 1e3
+
+
+def main(argv: list[str] | None = None) -> int:
+    from knet import settings
+    settings.apply()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of compile)")
+    args = p.parse_args(argv)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; CPU ms (median)")
+    rk4 = SolverConfig(method="rk4", steps_per_layer=8)
+
+    m = _model("twomoon")
+    op = m.layers[0].operator("dense")
+    for batch in (1, 1024):
+        v = torch.randn(batch, 2)
+        print(f"twomoon one evaluation, batch {batch}: autograd trace {cpu_ms(lambda: autograd_divergence(op, v)):.3f}"
+              f" | closed form (core) {cpu_ms(lambda: op.rhs_and_divergence(v)):.3f}")
+    z = torch.randn(1024, 2)
+    zb = torch.randn(1024, 300)
+    print(f"activation on 1024x300 float32: tanh {cpu_ms(lambda: torch.tanh(zb)):.3f} | sigmoid "
+          f"{cpu_ms(lambda: torch.sigmoid(zb)):.3f} | float64 sigmoid {cpu_ms(lambda: torch.sigmoid(zb.double())):.3f}")
+    m.engine_enabled = False
+    generic = cpu_ms(lambda: m.integrate(z, rk4), 3)
+    m.engine_enabled = True
+    print(f"twomoon RK4 8 steps/layer, batch 1024: generic tableau loop {generic:.1f} | engine "
+          f"{cpu_ms(lambda: m.integrate(z, rk4), 3):.1f}")
+    old = engine.CPU_BLOCK_BYTES
+    for block in (10**12, old):
+        engine.CPU_BLOCK_BYTES = block
+        zz = torch.randn(16384, 2)
+        label = "unblocked" if block > old else f"blocked ({engine.chunk_rows(engine.prepared_layers(m, False), 4)} rows)"
+        print(f"twomoon engine batch 16384 {label}: {cpu_ms(lambda: m.integrate(zz, rk4), 1):.1f}")
+    engine.CPU_BLOCK_BYTES = old
+    m64 = _model("twomoon").double()
+    print(f"twomoon engine batch 1024 float64: {cpu_ms(lambda: m64.integrate(z.double(), rk4), 3):.1f}")
+    for batch in (1, 4, 16, 32, 64):
+        v = torch.randn(batch, 2)
+        print(f"twomoon batch {batch}: NumPy small path {cpu_ms(lambda: engine.integrate(m, v, rk4, small=True), 20):.3f}"
+              f" | torch path {cpu_ms(lambda: engine.integrate(m, v, rk4, small=False), 20):.3f}")
+
+    d = _model("digits")
+    for batch in (1, 16, 64, 1024):
+        x = torch.randn(batch, 64)
+        r = 3 if batch < 1024 else 1
+        print(f"digits RK4 8 steps/layer batch {batch}: dense {cpu_ms(lambda: engine.integrate(d, x, rk4, form='dense', small=False), r):.1f}"
+              f" | gather {cpu_ms(lambda: engine.integrate(d, x, rk4, form='gather', small=False), r):.1f}"
+              + (f" | NumPy small path {cpu_ms(lambda: engine.integrate(d, x, rk4, small=True), r):.1f}"
+                 if batch <= engine_small.SMALL_BATCH_MAX else ""))
+
+    if args.compile:
+        L = engine.prepared_layers(m, False)[0]
+
+        def layer(S: torch.Tensor) -> torch.Tensor:
+            h = 0.5 / 8
+            for _ in range(8):
+                buf = S.new_empty(2 * L.n_edges, S.shape[1])
+                k1 = engine.evaluate(L, S, buf, True)
+                k2 = engine.evaluate(L, S + 0.5 * h * k1, buf, True)
+                k3 = engine.evaluate(L, S + 0.5 * h * k2, buf, True)
+                k4 = engine.evaluate(L, S + h * k3, buf, True)
+                S = S + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
+            return S
+        for batch in (1, 1024):
+            S = torch.zeros(4, batch)
+            S[1:3] = torch.randn(2, batch)
+            t = time.perf_counter()
+            compiled = torch.compile(layer, dynamic=False)
+            compiled(S)
+            print(f"torch.compile one twomoon layer (8 RK4 steps), batch {batch}: compile {time.perf_counter() - t:.0f} s"
+                  f" | compiled {cpu_ms(lambda: compiled(S), 5):.3f} | eager {cpu_ms(lambda: layer(S), 5):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,224 @@
+"""Circuit simulation of exported netlists with ngspice, checked against the model itself.
+
+For ``n`` inputs and each netlist variant, the deck is simulated by ngspice and the node
+voltages at T·τ are compared with a tight float64 solution of the model (dopri5, rtol 1e-9,
+atol 1e-10, so the reference error is far below the 1e-3 bar):
+
+- ``sample``: z ~ N(0, I) → x;
+- ``logprob``: z → (x, log q(x));
+- ``reverse``: the reference samples x → (z, log p(x)).
+
+Errors per quantity: ``max_abs`` = max |sim − ref| over inputs and coordinates (model units)
+and ``max_rel`` = max_abs / max |ref| (norm-wise relative error, stable where a coordinate
+crosses 0).
+
+Cost: ngspice evaluates every behavioural source at every Newton iteration, so one deck
+costs about ``devices × time points × iterations``; :func:`estimate_seconds` projects it
+from the constant measured in docs/export.md, and :func:`simulate` refuses (``TooLarge``)
+when the projection exceeds the caller's limit.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from models.config import SolverConfig
+from models.flow import KirchhoffNet, standard_normal_log_prob
+from models.hardware import projected_latency_s
+
+from .netlist import VARIANTS, SpiceOptions, build_deck
+from .spice import run_deck
+
+REFERENCE_SOLVER = SolverConfig(method="dopri5", rtol=1e-9, atol=1e-10, max_steps=1_000_000, max_wall_s=600.0)
+# ngspice seconds per behavioural-source evaluation, measured on this project's 2-vCPU
+# machine (docs/export.md, "Scaling"); ~3 time points per max step, ~3 Newton iterations each.
+SECONDS_PER_SOURCE_EVAL = 3e-6
+EVALS_PER_MAX_STEP = 6
+PROCESS_OVERHEAD_S = 0.03
+
+
+class TooLarge(ValueError):
+    """The projected ngspice time exceeds the limit; the message gives the figures."""
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    variant: str
+    quantity: str
+    max_abs: float
+    max_rel: float
+
+
+@dataclass
+class SimulationReport:
+    """What ``knet simulate`` prints (``to_json`` is its ``--json``)."""
+
+    model: str
+    n: int
+    mode: str
+    rows: list[ErrorRow]
+    projected_latency_s: float
+    simulated_time_s: float
+    ngspice_wall_s: float
+    ngspice_cpu_s: float
+    ngspice_runs: int
+    reference_wall_s: float
+    variants: list[str]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def max_rel_error(self) -> dict[str, float]:
+        return {v: max(r.max_rel for r in self.rows if r.variant == v) for v in self.variants}
+
+    def max_abs_error(self) -> dict[str, float]:
+        return {v: max(r.max_abs for r in self.rows if r.variant == v) for v in self.variants}
+
+    def to_json(self) -> dict:
+        return {
+            "model": self.model, "n": self.n, "mode": self.mode,
+            "max_rel_error": self.max_rel_error(), "max_abs_error": self.max_abs_error(),
+            "errors": [asdict(r) for r in self.rows],
+            "projected_latency_s": self.projected_latency_s, "simulated_time_s": self.simulated_time_s,
+            "ngspice_wall_s": self.ngspice_wall_s, "ngspice_cpu_s": self.ngspice_cpu_s,
+            "ngspice_runs": self.ngspice_runs,
+            "reference_wall_s": self.reference_wall_s, "skipped": self.skipped,
+        }
+
+    def table(self) -> str:
+        lines = [f"{'variant':<9} {'quantity':<9} {'max abs err':>12} {'max rel err':>12}"]
+        for r in self.rows:
+            lines.append(f"{r.variant:<9} {r.quantity:<9} {r.max_abs:>12.3e} {r.max_rel:>12.3e}")
+        for v, why in self.skipped.items():
+            lines.append(f"{v:<9} skipped: {why}")
+        lines += [
+            "",
+            f"inputs: {self.n}   mode: {self.mode}   ngspice runs: {self.ngspice_runs}",
+            f"projected chip latency (T*tau + DAC + ADC): {self.projected_latency_s:.4g} s",
+            f"simulated circuit time per run (T*tau):      {self.simulated_time_s:.4g} s",
+            f"ngspice wall time (all runs):                {self.ngspice_wall_s:.3f} s "
+            f"(CPU {self.ngspice_cpu_s:.3f} s)",
+            f"reference solve wall time (float64 dopri5):  {self.reference_wall_s:.3f} s",
+        ]
+        return "\n".join(lines)
+
+
+def source_count(model: KirchhoffNet, variant: str) -> int:
+    """Behavioural sources in one copy of the ``variant`` deck."""
+    edges = model.spec.num_edges
+    return edges * (2 if variant in ("logprob", "reverse") else 1) + (variant == "reverse")
+
+
+def estimate_seconds(model: KirchhoffNet, variant: str, copies: int = 1,
+                     options: SpiceOptions = SpiceOptions()) -> float:
+    """Projected ngspice wall time of one deck with ``copies`` inputs (seconds)."""
+    steps = len(model.spec.layers) * options.steps_per_layer
+    return PROCESS_OVERHEAD_S + SECONDS_PER_SOURCE_EVAL * source_count(model, variant) * copies * steps * EVALS_PER_MAX_STEP
+
+
+def reference(model: KirchhoffNet, z: torch.Tensor, variants: list[str]) -> tuple[dict[str, dict[str, torch.Tensor]], float]:
+    """Tight float64 solutions of ``model`` for latents ``z (n, d)``: per variant, quantity →
+    ``(n, k)`` tensor, and the wall time. ``reverse`` starts from the reference samples."""
+    m = copy.deepcopy(model).to(torch.float64)
+    z = z.to(torch.float64)
+    started = time.perf_counter()
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    with torch.no_grad():
+        want_div = m.spec.bijective
+        x, ell, stats = m.integrate(z, REFERENCE_SOLVER, with_divergence=want_div)
+        _require(stats, "forward")
+        out["sample"] = {"x": x}
+        if "logprob" in variants:
+            out["logprob"] = {"x": x, "log q": (standard_normal_log_prob(z) - ell)[:, None]}
+        if "reverse" in variants:
+            res = m.log_prob(x, REFERENCE_SOLVER)
+            _require(res.stats, "reverse")
+            out["reverse"] = {"z": res.x, "log p": res.logp[:, None]}
+            out["reverse_inputs"] = {"x": x}
+    return out, time.perf_counter() - started
+
+
+def _require(stats, what: str) -> None:
+    if not stats.ok:
+        raise RuntimeError(f"reference {what} solve failed: {stats.status.name} {stats.message}")
+
+
+def simulate(model: KirchhoffNet, n: int = 16, seed: int = 0, variants: list[str] | None = None,
+             mode: str = "per-input", chunk: int = 4, timeout_s: float = 600.0, max_seconds: float = 300.0,
+             force: bool = False, options: SpiceOptions = SpiceOptions(),
+             progress: Callable[[int], None] | None = None) -> SimulationReport:
+    """Simulate the exported netlists for ``n`` inputs and compare with the model.
+
+    Args:
+        mode: ``batch`` puts up to ``chunk`` independent copies of the circuit in one deck
+            (one ngspice process per chunk); ``per-input`` runs one deck per input.
+        max_seconds: refuse (:class:`TooLarge`) when the projected ngspice time of the whole
+            job exceeds this, unless ``force``.
+        timeout_s: limit per ngspice process.
+        progress: called with the number of inputs finished after each run.
+
+    Raises:
+        TooLarge, ValueError (bad arguments), export.spice.SpiceError (ngspice failures).
+    """
+    if n < 1:
+        raise ValueError("-n must be >= 1")
+    if mode not in ("batch", "per-input"):
+        raise ValueError("mode must be 'batch' or 'per-input'")
+    wanted = list(variants or VARIANTS)
+    unknown = [v for v in wanted if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant {unknown[0]!r}; expected one of {', '.join(VARIANTS)}")
+    skipped = {}
+    if not model.spec.bijective:
+        for v in ("logprob", "reverse"):
+            if v in wanted:
+                wanted.remove(v)
+                skipped[v] = "node count changes between layers, so the log-density is not defined"
+    if not wanted:
+        raise ValueError("no variant left to simulate")
+    per_deck = 1 if mode == "per-input" else max(1, min(chunk, n))
+    runs = math.ceil(n / per_deck)
+    projected = sum(runs * estimate_seconds(model, v, per_deck, options) for v in wanted)
+    if projected > max_seconds and not force:
+        raise TooLarge(
+            f"simulating {model.spec.name!r} ({model.spec.num_edges} devices, {len(model.spec.layers)} layers) "
+            f"for {n} inputs and variants {', '.join(wanted)} is projected to take {projected:.0f} s of ngspice "
+            f"time (limit {max_seconds:g} s; ngspice cost grows with devices x time points). "
+            "Use fewer inputs or variants, raise --max-seconds, or pass --force.")
+
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, model.data_dim, generator=gen, dtype=torch.float64)
+    ref, ref_wall = reference(model, z, wanted)
+    v0 = model.spec.hardware.voltage_scale_v
+    rows: list[ErrorRow] = []
+    wall, cpu, n_runs = 0.0, 0.0, 0
+    for variant in wanted:
+        inputs = ref["reverse_inputs"]["x"] if variant == "reverse" else z
+        sims = {q: torch.empty_like(t) for q, t in ref[variant].items()}
+        for start in range(0, n, per_deck):
+            rows_in = inputs[start:start + per_deck]
+            deck = build_deck(model, variant, rows_in, options=options, measures=False)
+            result = run_deck(deck, timeout_s=timeout_s)
+            wall += result.wall_s
+            cpu += result.cpu_s
+            n_runs += 1
+            for r in deck.readouts:
+                value = result.values[r.label] / v0
+                row = start + r.copy
+                if r.quantity == "logp":
+                    sims["log q" if variant == "logprob" else "log p"][row, 0] = value
+                else:
+                    sims["z" if variant == "reverse" else "x"][row, int(r.quantity[1:]) - 1] = value
+            if progress is not None:
+                progress(len(rows_in))
+        for q, ref_t in ref[variant].items():
+            err = (sims[q] - ref_t).abs().max().item()
+            scale = ref_t.abs().max().item()
+            rows.append(ErrorRow(variant, q, err, err / scale if scale > 0 else err))
+    return SimulationReport(
+        model=model.spec.name, n=n, mode=mode, rows=rows, projected_latency_s=projected_latency_s(model.spec),
+        simulated_time_s=model.spec.end_time * model.spec.hardware.tau_s, ngspice_wall_s=wall, ngspice_cpu_s=cpu,
+        ngspice_runs=n_runs, reference_wall_s=ref_wall, variants=wanted, skipped=skipped)

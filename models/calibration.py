@@ -1,0 +1,195 @@
+"""Per-model calibration of the serving solver: the fewest RK4 steps per layer that keep
+the error of samples, log q and log p at or below the published method's error.
+
+Procedure (``calibrate``):
+
+1. Draw ``points`` latents z; solve the model tightly (float64, dopri5, rtol = atol = 1e-9)
+   layer by layer, keeping the state at every layer boundary and each layer's ∫ div dt.
+2. Measure the bar: the published solver (dopri5, rtol = atol = 1e-4, float32) on the same
+   z (sampling, with log q) and on the tight x (log p), both as one batch and as
+   ``single_requests`` one-row solves (dopri5 controls the error over the whole batch, so
+   single rows come out more accurate). The targets are ``safety ×`` the smaller of the
+   two max errors, for x and for log p each, capped by ``tolerance_cap`` when given.
+3. For every layer, the smallest step count whose *local* error (one layer, started from the
+   tight boundary state, both directions) is ≤ min(targets) / L.
+4. Verify end to end (sample with log q and log p, in the serving dtype); while an error
+   exceeds its target, halve the per-layer budget and search again.
+5. Trim: drop single steps from layers while the end-to-end errors stay within target.
+
+Errors are max absolute errors: voltages in model volts, log-densities in nats.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from . import engine
+from .config import CalibrationRecord, SolverConfig
+from .flow import KirchhoffNet, standard_normal_log_prob
+from .solvers import Budget, adaptive
+
+REFERENCE = SolverConfig(method="dopri5", rtol=1e-9, atol=1e-9, max_steps=1_000_000, max_wall_s=3600)
+PUBLISHED = SolverConfig(method="dopri5", rtol=1e-4, atol=1e-4, max_steps=1_000_000, max_wall_s=3600)
+STEP_LADDER = tuple(range(1, 13)) + (14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 256)
+
+
+@dataclass
+class Reference:
+    """A tight solution: z ``(n, d)``, x ``(n, d)``, log q(x) ``(n,)``; boundary states
+    ``(L+1)`` × ``(n, d)`` and per-layer ∫ div dt ``L`` × ``(n,)`` (float64)."""
+
+    z: Tensor
+    x: Tensor
+    logp: Tensor
+    boundaries: list[Tensor]
+    increments: list[Tensor]
+
+    def rows(self, i: int, j: int) -> "Reference":
+        """The reference restricted to rows ``i:j``."""
+        return Reference(self.z[i:j], self.x[i:j], self.logp[i:j], [b[i:j] for b in self.boundaries],
+                         [d[i:j] for d in self.increments])
+
+
+def tight_reference(model: KirchhoffNet, z: Tensor) -> Reference:
+    """Float64 dopri5 (1e-9) solution from ``z (n, d)``, layer by layer."""
+    m64 = _as(model, torch.float64)
+    v = z.to(torch.float64)
+    bounds, incs = [v], []
+    with torch.no_grad():
+        for op, lspec in zip(m64.operators(), m64.spec.layers):
+            budget = Budget(REFERENCE.max_steps, REFERENCE.max_wall_s)
+            v, ell = adaptive(lambda s, op=op: op.rhs_and_divergence(s), v, v.new_zeros(v.shape[0]),
+                              lspec.duration, REFERENCE, budget)
+            bounds.append(v)
+            incs.append(ell)
+    z64 = z.to(torch.float64)
+    return Reference(z64, v, standard_normal_log_prob(z64) - sum(incs), bounds, incs)
+
+
+def solve_errors(model: KirchhoffNet, ref: Reference, solver: SolverConfig) -> tuple[float, float]:
+    """(max |x − x_ref| over sample and log_prob's z, max |log p − ref| over both), in
+    the model's dtype with ``solver``."""
+    with torch.no_grad():
+        s = model.sample(0, z=ref.z.to(model.dtype), solver=solver)
+        lp = model.log_prob(ref.x.to(model.dtype), solver=solver)
+    ex = max(_maxabs(s.x, ref.x), _maxabs(lp.x, ref.z))
+    el = max(_maxabs(s.logp, ref.logp), _maxabs(lp.logp, ref.logp))
+    return ex, el
+
+
+def local_error(model: KirchhoffNet, ref: Reference, k: int, steps: int) -> float:
+    """Max error of layer ``k`` alone with ``steps`` RK4 steps, forward and reverse, started
+    from the tight boundary states (model dtype)."""
+    n = model.data_dim
+    worst = 0.0
+    for reverse in (False, True):
+        L = engine.prepared_layers(model, reverse)[k]
+        start, goal = (ref.boundaries[k + 1], ref.boundaries[k]) if reverse else (ref.boundaries[k], ref.boundaries[k + 1])
+        S = start.new_zeros(n + 2, start.shape[0], dtype=model.dtype)
+        S[1:n + 1] = start.t().to(model.dtype)
+        with torch.no_grad():
+            engine.rk4_layer(L, S, model.spec.layers[k].duration, steps, True, Budget(10**9, 3600.0))
+        worst = max(worst, _maxabs(S[1:n + 1].t(), goal), _maxabs(S[n + 1], ref.increments[k]))
+    return worst
+
+
+def calibrate(model: KirchhoffNet, points: int = 512, seed: int = 0, safety: float = 0.5,
+              tolerance_cap: float | None = None, max_rounds: int = 6, single_requests: int = 32,
+              progress=None) -> CalibrationRecord:
+    """Find per-layer RK4 step counts for ``model`` (in its own dtype; see module doc).
+
+    Raises:
+        ValueError: the model is not bijective, or no step count up to the ladder's top
+            reaches the target.
+    """
+    if not model.spec.bijective:
+        raise ValueError("calibration needs a bijective circuit (log-density defined)")
+    z = torch.randn(points, model.data_dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    ref = tight_reference(model, z)
+    published = _as(model, torch.float32)
+    published.engine_enabled = False
+    bx, bl = solve_errors(published, ref, PUBLISHED)
+    # dopri5 controls its error over the whole batch, so single requests come out more
+    # accurate than a batch: the bar is the tighter of the two
+    singles = [solve_errors(published, ref.rows(i, i + 1), PUBLISHED) for i in range(min(single_requests, points))]
+    if singles:
+        bx = min(bx, max(e[0] for e in singles))
+        bl = min(bl, max(e[1] for e in singles))
+    tx, tl = safety * bx, safety * bl
+    if tolerance_cap is not None:
+        tx, tl = min(tx, tolerance_cap), min(tl, tolerance_cap)
+    n_layers = len(model.spec.layers)
+    budget = min(tx, tl) / n_layers
+    for _ in range(max_rounds):
+        steps = []
+        for k in range(n_layers):
+            steps.append(_fewest_steps(model, ref, k, budget))
+            if progress:
+                progress(k, steps[-1])
+        ex, el = solve_errors(model, ref, _rk4(model, steps))
+        if ex <= tx and el <= tl:
+            steps, ex, el = _trim(model, ref, steps, tx, tl, (ex, el))
+            return CalibrationRecord(steps_per_layer=tuple(steps), target_x=tx, target_logp=tl,
+                                     tolerance_cap=tolerance_cap,
+                                     safety=safety, dtype=str(model.dtype).removeprefix("torch."),
+                                     points=points, seed=seed, error_x=ex, error_logp=el,
+                                     baseline_error_x=bx, baseline_error_logp=bl)
+        budget /= 2
+    raise ValueError(f"no RK4 step counts reach the targets x {tx:.3g}, log p {tl:.3g} (last errors "
+                     f"{ex:.3g}, {el:.3g} with {steps}); try float64 or a looser --tolerance")
+
+
+def _rk4(model: KirchhoffNet, steps: list[int]) -> SolverConfig:
+    return model.spec.solver.model_copy(update=dict(method="rk4", steps_per_layer=tuple(steps)))
+
+
+def _trim(model: KirchhoffNet, ref: Reference, steps: list[int], tx: float, tl: float,
+          errors: tuple[float, float], passes: int = 3) -> tuple[list[int], float, float]:
+    """Greedy end-to-end descent: drop one step from a layer (largest counts first) while
+    both errors stay within their targets. The per-layer budget of the search is
+    conservative (local errors do not simply add up), so this usually removes 10–30 %."""
+    steps = list(steps)
+    for _ in range(passes):
+        changed = False
+        for k in sorted(range(len(steps)), key=lambda i: -steps[i]):
+            if steps[k] == 1:
+                continue
+            trial = steps[:k] + [steps[k] - 1] + steps[k + 1:]
+            ex, el = solve_errors(model, ref, _rk4(model, trial))
+            if ex <= tx and el <= tl:
+                steps, errors, changed = trial, (ex, el), True
+        if not changed:
+            break
+    return steps, errors[0], errors[1]
+
+
+def apply(spec, record: CalibrationRecord):
+    """``spec`` with the calibrated RK4 steps as its serving solver and the record attached."""
+    solver = spec.solver.model_copy(update=dict(method="rk4", steps_per_layer=record.steps_per_layer))
+    return spec.model_copy(update=dict(solver=solver, calibration=record))
+
+
+def _fewest_steps(model: KirchhoffNet, ref: Reference, k: int, budget: float) -> int:
+    lo, hi = 0, len(STEP_LADDER) - 1
+    if local_error(model, ref, k, STEP_LADDER[hi]) > budget:
+        return STEP_LADDER[hi]  # the end-to-end check decides whether that is good enough
+    while lo < hi:  # error falls with the step count, so bisect the ladder
+        mid = (lo + hi) // 2
+        if local_error(model, ref, k, STEP_LADDER[mid]) <= budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    return STEP_LADDER[lo]
+
+
+def _as(model: KirchhoffNet, dtype: torch.dtype) -> KirchhoffNet:
+    clone = copy.deepcopy(model)
+    clone.requires_grad_(False)
+    return clone.to(dtype=dtype)
+
+
+def _maxabs(a: Tensor, b: Tensor) -> float:
+    return float((a.to(torch.float64) - b.to(torch.float64)).abs().max())

@@ -1,0 +1,219 @@
+"""The BentoML service (new SDK): a thin class over the registry and the micro-batchers.
+
+``POST /sample`` and ``POST /logprob`` take flat JSON bodies (``service.schemas``);
+``GET /models``, ``GET /models/{name}`` and ``GET /models/{name}/artifacts/{kind}`` live in a
+small Starlette app mounted beside them. Start it with ``knet serve`` or
+``bentoml serve service.service:KirchhoffNetService --host 127.0.0.1``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import secrets
+import sys
+
+import bentoml
+import torch
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import store
+from .batching import SolveKey
+from .config import current
+from .errors import ServiceError, error_response, json_errors, solve_error
+from .metrics import PROJECTED_CHIP_LATENCY, REQUESTS, SAMPLES, observe_solve
+from .middleware import LimitsMiddleware
+from .registry import Registry, ServedModel
+from .schemas import LogprobRequest, LogprobResponse, SampleRequest, SampleResponse
+
+logger = logging.getLogger("knet.service")
+if not logger.handlers:  # BentoML configures only its own loggers
+    _h = logging.StreamHandler(sys.stderr)
+    _h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s knet.service: %(message)s"))
+    logger.addHandler(_h)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+SETTINGS = current()
+STORED = store.stored_models()  # resolved at import, so `bentoml build` packs these models
+_instance: "KirchhoffNetService | None" = None
+
+
+@bentoml.service(name="kirchhoffnet", workers=SETTINGS.workers,
+                 traffic={"timeout": SETTINGS.request_timeout_s},
+                 metrics={"enabled": True})
+class KirchhoffNetService:
+    """Sampling and exact log-density of analog-circuit flows, with their hardware artifacts."""
+
+    def __init__(self) -> None:
+        global _instance
+        torch.set_num_threads(SETTINGS.threads)
+        self.registry = Registry(SETTINGS)
+        self.registry.load(STORED)
+        for served in self.registry.models.values():
+            PROJECTED_CHIP_LATENCY.labels(served.name).set(served.projected_chip_latency_s)
+        self._artifacts: dict[tuple[str, str, str], object] = {}
+        self._artifact_lock = asyncio.Lock()
+        _instance = self
+
+    def __is_ready__(self) -> bool:
+        return self.registry.ready
+
+    @bentoml.on_shutdown
+    def _close(self) -> None:
+        self.registry.close()
+
+    # -- endpoints -----------------------------------------------------------------------
+    @bentoml.api(input_spec=SampleRequest, route="/sample")
+    @json_errors
+    async def sample(self, **req) -> SampleResponse:
+        """Draw ``n`` samples (and log q(x)); the same seed gives the same samples."""
+        served = self.served(req["model"])
+        n = req["n"]
+        seed = req["seed"] if req["seed"] is not None else secrets.randbits(63)
+        z = torch.randn(n, served.model.data_dim, generator=torch.Generator().manual_seed(seed),
+                        dtype=torch.float64)
+        want_logp = bool(req["with_logprob"]) and served.model.spec.bijective
+        out = await self._solve(served, "sample", want_logp, z, req["timeout_s"])
+        return SampleResponse(samples=_floats(out.x), logprob=None if out.logp is None else _floats(out.logp),
+                              seed=seed, **self._bookkeeping(served, out.stats))
+
+    @bentoml.api(input_spec=LogprobRequest, route="/logprob")
+    @json_errors
+    async def logprob(self, **req) -> LogprobResponse:
+        """Exact log-density (nats) of each point under the model."""
+        served = self.served(req["model"])
+        if not served.model.spec.bijective:
+            raise ServiceError(422, f"model {served.name!r} changes node counts between layers; "
+                               "its log-density is not defined", "model")
+        d = served.model.data_dim
+        for i, p in enumerate(req["points"]):
+            if len(p) != d:
+                raise ServiceError(400, f"points[{i}]: expected {d} coordinates for model "
+                                   f"{served.name!r}, got {len(p)}", f"points[{i}]")
+        x = torch.tensor(req["points"], dtype=torch.float64)
+        out = await self._solve(served, "logprob", True, x, req["timeout_s"])
+        return LogprobResponse(logprob=_floats(out.logp), **self._bookkeeping(served, out.stats))
+
+    # -- helpers -------------------------------------------------------------------------
+    def served(self, name: str) -> ServedModel:
+        """The served model called ``name``; 404 naming the served ones otherwise."""
+        served = self.registry.models.get(name)
+        if served is None:
+            why = f" (not loadable: {self.registry.failed[name]})" if name in self.registry.failed else ""
+            raise ServiceError(404, f"unknown model {name!r}{why}; served: "
+                               f"{', '.join(self.registry.models) or 'none'}", "model")
+        return served
+
+    async def _solve(self, served: ServedModel, endpoint: str, want_logp: bool, x: torch.Tensor,
+                     timeout_s: float | None):
+        solver = served.solver
+        if timeout_s is not None and timeout_s < solver.max_wall_s:
+            solver = solver.model_copy(update={"max_wall_s": timeout_s})
+        REQUESTS.labels(served.name, endpoint).inc()
+        SAMPLES.labels(served.name, endpoint).inc(x.shape[0])
+
+        def on_solve(key: SolveKey, rows: int, stats) -> None:
+            observe_solve(served.name, key.endpoint, rows, stats)
+
+        out = await self.registry.batcher(served, on_solve).submit(SolveKey(endpoint, want_logp, solver), x)
+        if not out.stats.ok:
+            raise solve_error(out.stats, served.name)
+        return out
+
+    @staticmethod
+    def _bookkeeping(served: ServedModel, stats) -> dict:
+        return {"model": served.name, "version": served.version, "status": stats.status.name.lower(),
+                "nfe": stats.nfe, "solve_s": stats.wall_s,
+                "projected_chip_latency_s": served.projected_chip_latency_s}
+
+    async def artifact(self, served: ServedModel, kind: str):
+        """The artifact ``kind`` of a served model, built once (the bytes are deterministic)."""
+        kinds = _artifact_kinds()
+        if kind not in kinds:
+            raise ServiceError(404, f"unknown artifact {kind!r}; available: {', '.join(kinds)}", "kind")
+        from export.artifacts import build_artifact
+        key = (served.name, served.version, kind)
+        async with self._artifact_lock:
+            if key not in self._artifacts:
+                # built from the stored checkpoint files, exactly as `knet export` builds them
+                try:
+                    self._artifacts[key] = await asyncio.to_thread(build_artifact, served.model, kind, served.path)
+                except ValueError as err:  # not available for this model, or fails the circuit checks
+                    raise ServiceError(422, str(err), "kind") from None
+        return self._artifacts[key]
+
+
+def _floats(t: torch.Tensor) -> list:
+    """Tensor → nested lists of floats; NaN/Inf → None so the JSON stays valid."""
+    def clean(v):
+        if isinstance(v, list):
+            return [clean(u) for u in v]
+        return v if math.isfinite(v) else None
+    return clean(t.tolist())
+
+
+# -- GET routes: model listing and artifact downloads ------------------------------------------
+def _service() -> KirchhoffNetService:
+    if _instance is None:
+        raise ServiceError(503, "service is starting")
+    return _instance
+
+
+def _get(handler):
+    async def route(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ServiceError as err:
+            return error_response(err.status, err.message, err.field)
+        except Exception:
+            logger.exception("unexpected error on %s", request.url.path)
+            return error_response(500, "internal error; see the server log")
+    return route
+
+
+async def list_models(request: Request) -> Response:
+    svc = _service()
+    return JSONResponse({"models": [s.info() for s in svc.registry.models.values()],
+                         "unavailable": svc.registry.failed})
+
+
+async def model_info(request: Request) -> Response:
+    served = _service().served(request.path_params["name"])
+    base = f"/models/{served.name}/artifacts/"
+    try:
+        links = {k: base + k for k in _artifact_kinds()}
+    except ServiceError:
+        links = {}
+    return JSONResponse({**served.info(), "artifacts": links})
+
+
+def _artifact_kinds() -> dict:
+    try:
+        from export.artifacts import ARTIFACT_KINDS
+    except ImportError as err:
+        raise ServiceError(503, f"artifact export is unavailable: {err}") from None
+    return ARTIFACT_KINDS
+
+
+async def download(request: Request) -> Response:
+    svc = _service()
+    served = svc.served(request.path_params["name"])
+    art = await svc.artifact(served, request.path_params["kind"])
+    return Response(art.data, media_type=art.content_type,
+                    headers={"Content-Disposition": f'attachment; filename="{art.filename}"'})
+
+
+routes_app = Starlette(routes=[
+    Route("/models", _get(list_models), methods=["GET"]),
+    Route("/models/{name}", _get(model_info), methods=["GET"]),
+    Route("/models/{name}/artifacts/{kind}", _get(download), methods=["GET"]),
+])
+KirchhoffNetService.mount_asgi_app(routes_app, path="/", name="knet-models")
+KirchhoffNetService.add_asgi_middleware(LimitsMiddleware, max_body_bytes=SETTINGS.max_body_bytes,
+                                        max_concurrency=SETTINGS.max_concurrency,
+                                        retry_after_s=SETTINGS.retry_after_s)
+KirchhoffNetService.models.extend(bentoml.models.BentoModel(m.tag) for m in STORED)

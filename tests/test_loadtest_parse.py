@@ -1,0 +1,85 @@
+"""Parsers of the load test on output captured from real runs (tests/data/loadtest/):
+locust CSVs from `locust --csv` against `knet serve`, and that server's `/metrics` text."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loadtest import locust_csv, prom
+from loadtest.runner import percentile
+
+DATA = Path(__file__).resolve().parent / "data" / "loadtest"
+
+
+def test_stats_aggregated_row_in_seconds():
+    s = locust_csv.read_stats(DATA / "ok_stats.csv")
+    assert (s.requests, s.failures) == (50, 0)
+    assert s.rps == pytest.approx(25.296125353541104)
+    assert (s.p50_s, s.p95_s, s.p99_s) == pytest.approx((0.072, 0.110, 0.110))
+    assert s.mean_s == pytest.approx(0.07501609576000192)
+    assert s.min_s <= s.p50_s <= s.p95_s <= s.p99_s <= s.max_s
+
+
+def test_stats_per_endpoint_row_and_missing_row():
+    assert locust_csv.read_stats(DATA / "status404_stats.csv", name="/sample").failures == 29
+    with pytest.raises(ValueError, match="no row named"):
+        locust_csv.read_stats(DATA / "ok_stats.csv", name="/logprob")
+
+
+@pytest.mark.parametrize("name, expected", [("status404_failures.csv", {"404": 29}),
+                                            ("status400_failures.csv", {"400": 29}),
+                                            ("ok_failures.csv", {}), ("absent.csv", {})])
+def test_failures_grouped_by_status(name, expected):
+    assert locust_csv.read_failures(DATA / name) == expected
+
+
+def test_failures_connection_and_other_errors(tmp_path):
+    f = tmp_path / "x_failures.csv"
+    f.write_text("Method,Name,Error,Occurrences\nPOST,/sample,CatchResponseError('HTTP 0'),3\n"
+                 "POST,/sample,ConnectionRefusedError(111),2\nPOST,/sample,CatchResponseError('HTTP 503'),1\n"
+                 "POST,/logprob,CatchResponseError('HTTP 503'),4\n")
+    assert locust_csv.read_failures(f) == {"connection": 3, "ConnectionRefusedError(111)": 2, "503": 5}
+
+
+def test_prometheus_text_from_the_service():
+    after = prom.parse((DATA / "metrics_after.txt").read_text())
+    assert prom.total(after, "knet_solve_seconds_count", model="tiny", endpoint="sample") == 55
+    assert prom.total(after, "knet_samples_total", model="tiny") == 3520
+    assert prom.total(after, "knet_solve_seconds_count", model="tiny", endpoint="logprob") == 0
+    b = prom.buckets(after, "knet_solve_seconds", model="tiny", endpoint="sample")
+    assert b[-1] == (float("inf"), 55.0) and [c for _, c in b] == sorted(c for _, c in b)
+
+
+def test_metric_deltas_over_a_step():
+    before = prom.parse((DATA / "metrics_before.txt").read_text())
+    after = prom.parse((DATA / "metrics_after.txt").read_text())
+    d = prom.delta(before, after, "tiny", "sample")
+    assert d.solves == 53 and d.requests == 53 and d.rows == 53 * 64
+    assert d.nfe_mean == 256  # rk4: 4 evaluations × 32 steps × 2 layers
+    assert d.solve_mean_s == pytest.approx((1.5125834640009543 - 0.04733173399995394) / 53)
+    assert d.batch_mean == 64
+    # 21 of the 53 new solves ≤ 25 ms, 52 ≤ 50 ms: rank 26.5 interpolated in (25, 50] ms
+    assert d.solve_p50_s == pytest.approx(0.025 + 0.025 * (26.5 - 21) / (52 - 21))
+    assert d.failures_by_status == {}
+    empty = prom.delta(after, after, "tiny", "sample")
+    assert empty.solves == 0 and empty.solve_mean_s is None and empty.solve_p50_s is None
+
+
+def test_histogram_quantile_hand_computed():
+    cum = [(1.0, 2.0), (2.0, 6.0), (float("inf"), 8.0)]
+    assert prom.histogram_quantile(0.5, cum) == pytest.approx(1.5)  # rank 4: 1 + (4−2)/(6−2)
+    assert prom.histogram_quantile(0.125, cum) == pytest.approx(0.5)  # rank 1 inside [0, 1]
+    assert prom.histogram_quantile(0.9, cum) == 2.0  # in +Inf: the highest finite bound
+    assert prom.histogram_quantile(0.5, [(1.0, 0.0), (float("inf"), 0.0)]) is None
+
+
+def test_prometheus_garbage_is_an_error():
+    with pytest.raises(ValueError):
+        prom.parse("knet_requests_total{model=\"a\" 1\n")
+
+
+def test_nearest_rank_percentile():
+    xs = [5.0, 1.0, 4.0, 2.0, 3.0]
+    assert percentile(xs, 50) == 3.0 and percentile(xs, 99) == 5.0 and percentile(xs, 20) == 1.0
+    assert percentile([], 50) is None

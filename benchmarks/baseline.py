@@ -8,7 +8,7 @@ What the KirchhoffNet paper's code does at inference (and what we reproduce here
   the device, scatter-add the currents into the nodes (Kirchhoff's current law);
 - the log-density trace by autograd, one dimension at a time (FFJORD's exact ``trace_jac``:
   D backward passes per evaluation), with d log p/dt = −tr(∂f/∂v);
-- float32.
+- float32, on the CPU (or on ``device``, for a same-GPU comparison).
 
 It reads the parameters of a :class:`models.flow.KirchhoffNet`, so both methods solve the
 same circuit from the same inputs.
@@ -35,16 +35,19 @@ class PublishedBaseline:
         dtype: float32 as published.
     """
 
-    def __init__(self, model: KirchhoffNet, dtype: torch.dtype = torch.float32):
+    def __init__(self, model: KirchhoffNet, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
         if not model.spec.bijective:
             raise ValueError("the published method needs data_dim nodes in every layer")
         self.spec = model.spec
         self.dtype = dtype
+        self.device = torch.device(device)
         self.layers = []
         for layer, lspec in zip(model.layers, model.spec.layers):
-            a, b, c = (t.detach().to(dtype).clone() for t in layer.family.effective(dict(layer.params.items())))
-            inv = layer.inv_cap_padded.to(dtype)[1:]
-            self.layers.append(dict(a=a, b=b, c=c, src=layer.src, dst=layer.dst, act=layer.family.activation,
+            a, b, c = (t.detach().to(device=self.device, dtype=dtype).clone()
+                       for t in layer.family.effective(dict(layer.params.items())))
+            inv = layer.inv_cap_padded.to(device=self.device, dtype=dtype)[1:]
+            self.layers.append(dict(a=a, b=b, c=c, src=layer.src.to(self.device), dst=layer.dst.to(self.device),
+                                    act=layer.family.activation,
                                     inv_cap=inv, duration=lspec.duration, nodes=lspec.nodes))
         self.nfe = 0
 
@@ -63,7 +66,7 @@ class PublishedBaseline:
             with torch.enable_grad():
                 v = v.detach().requires_grad_(True) if not v.requires_grad else v
                 dv = self._rhs(L, v)
-                tr = torch.zeros(v.shape[0], dtype=v.dtype)
+                tr = torch.zeros(v.shape[0], dtype=v.dtype, device=v.device)
                 for k in range(v.shape[1]):  # exact trace, one backward pass per dimension
                     tr = tr + torch.autograd.grad(dv[:, k].sum(), v, create_graph=False, retain_graph=True)[0][:, k]
             return dv.detach(), -tr.detach()
@@ -71,23 +74,24 @@ class PublishedBaseline:
 
     def _solve(self, v: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
         from torchdiffeq import odeint
-        delta = torch.zeros(v.shape[0], dtype=self.dtype)
+        delta = torch.zeros(v.shape[0], dtype=self.dtype, device=self.device)
         order = reversed(self.layers) if reverse else self.layers
         for L in order:
-            t = torch.tensor([L["duration"], 0.0] if reverse else [0.0, L["duration"]], dtype=self.dtype)
+            t = torch.tensor([L["duration"], 0.0] if reverse else [0.0, L["duration"]], dtype=self.dtype,
+                             device=self.device)
             vs, ds = odeint(self._func(L), (v, delta), t, method="dopri5", rtol=PUBLISHED_RTOL, atol=PUBLISHED_ATOL)
             v, delta = vs[-1], ds[-1]
         return v, delta
 
     def sample(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """``z (batch, d)`` → ``(x (batch, d), log q(x) (batch,))``."""
-        z = z.to(self.dtype)
+        z = z.to(device=self.device, dtype=self.dtype)
         x, delta = self._solve(z, reverse=False)
         return x, _log_normal(z) + delta
 
     def log_prob(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``x (batch, d)`` → ``(z (batch, d), log p(x) (batch,))``: integrates T → 0."""
-        z, delta = self._solve(x.to(self.dtype), reverse=True)
+        z, delta = self._solve(x.to(device=self.device, dtype=self.dtype), reverse=True)
         return z, _log_normal(z) - delta
 
 

@@ -54,7 +54,8 @@ BUILTIN_CONFIGS = {
 
 @dataclass
 class Row:
-    """One line of the table. Times in milliseconds (medians); errors are max absolute
+    """One line of the table. Times in milliseconds (medians of wall time; ``*_cpu_ms`` of
+    process CPU time); errors are max absolute
     errors against the tight float64 solution (x in model volts, log p in nats);
     ``*_error`` is the larger of the two."""
 
@@ -64,6 +65,9 @@ class Row:
     baseline_ms: float | None
     ours_ms: float
     ratio: float | None
+    baseline_cpu_ms: float | None
+    ours_cpu_ms: float
+    ratio_cpu: float | None
     baseline_error: float | None
     ours_error: float
     baseline_error_x: float | None
@@ -140,21 +144,25 @@ def bench_model(name: str, progress: Callable[[str], None] = print) -> tuple[Kir
 
 
 def _time(fn: Callable[[], object], budget_s: float, max_repeats: int, min_repeats: int,
-          warmup: int, sync: Callable[[], None]) -> tuple[float, int, object]:
-    """Median wall time in ms of ``fn`` after ``warmup`` calls; repeats until ``budget_s``."""
+          warmup: int, sync: Callable[[], None]) -> tuple[float, float, int, object]:
+    """Median wall and CPU (process) time in ms of ``fn`` after ``warmup`` calls; repeats
+    until ``budget_s`` of wall time is spent. CPU time is the steadier figure on a shared
+    machine (it excludes time spent waiting for a core)."""
     out = None
     for _ in range(warmup):
         out = fn()
     times: list[float] = []
+    cpu: list[float] = []
     spent = 0.0
     while len(times) < max_repeats and (len(times) < min_repeats or spent < budget_s):
         sync()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = fn()
         sync()
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
         spent += times[-1]
-    return statistics.median(times) * 1e3, len(times), out
+    return statistics.median(times) * 1e3, statistics.median(cpu) * 1e3, len(times), out
 
 
 def _err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -180,8 +188,7 @@ def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_bu
         model = model.to(dev)
         steps = model.spec.solver.steps_per_layer
         steps_s = ",".join(map(str, steps)) if isinstance(steps, tuple) else str(steps)
-        base = PublishedBaseline(model.cpu())
-        model = model.to(dev)
+        base = PublishedBaseline(model, device=dev)  # same device as ours
         base.sample(torch.zeros(1, model.data_dim))  # warm the published code path once
         last_baseline: dict[str, tuple[int, float]] = {}  # kind -> (batch, ms), to bound run time
         for batch in sorted(set(batches)):
@@ -191,8 +198,7 @@ def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_bu
             z_all = torch.randn(max(batch, n_ref), model.data_dim, generator=gen, dtype=torch.float64)
             z = z_all[:batch]
             progress(f"{name} batch {batch}: tight float64 reference on {n_ref} rows")
-            ref = calibration.tight_reference(model.cpu(), z_all[:n_ref])
-            model = model.to(dev)
+            ref = calibration.tight_reference(model, z_all[:n_ref])  # float64, on the CPU
             x_in = ref.x.repeat(math.ceil(batch / n_ref), 1)[:batch]
             for kind in kinds:
                 if kind == "sample":
@@ -205,11 +211,11 @@ def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_bu
                     inputs, want_x, want_lp = ref.x, ref.z, ref.logp
                 inp = inputs[:1] if batch == 1 else (z if kind == "sample" else x_in)
                 with torch.no_grad():
-                    ours_ms, ours_n, res = _time(lambda: ours_fn(inp), ours_budget_s, 200, 3, 2, sync)
+                    ours_ms, ours_cpu, ours_n, res = _time(lambda: ours_fn(inp), ours_budget_s, 200, 3, 2, sync)
                     outs = [ours_fn(inputs[i:i + 1]) for i in range(n_ref)] if batch == 1 else [res]
                 ox = _err(torch.cat([o.x for o in outs]), want_x)
                 ol = _err(torch.cat([o.logp for o in outs]), want_lp)
-                b_ms = bx = bl = b_nfe = None
+                b_ms = b_cpu = bx = bl = b_nfe = None
                 b_n = 0
                 note = ""
                 prev = last_baseline.get(kind)
@@ -222,8 +228,8 @@ def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_bu
                 else:
                     progress(f"{name} {kind} batch {batch}: published baseline")
                     base.nfe = 0
-                    b_ms, b_n, b_out = _time(lambda: base_fn(inp), baseline_budget_s, baseline_max_repeats, 1, 0,
-                                             lambda: None)
+                    b_ms, b_cpu, b_n, b_out = _time(lambda: base_fn(inp), baseline_budget_s, baseline_max_repeats, 1, 0,
+                                                    sync)
                     b_nfe = base.nfe // b_n
                     b_outs = [base_fn(inputs[i:i + 1]) for i in range(n_ref)] if batch == 1 else [b_out]
                     bx = _err(torch.cat([o[0] for o in b_outs]), want_x)
@@ -233,6 +239,8 @@ def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_bu
                     progress(f"{name} {kind} batch {batch}: {note}")
                 row = Row(model=name, kind=kind, batch=batch, baseline_ms=b_ms, ours_ms=ours_ms,
                           ratio=None if b_ms is None else b_ms / ours_ms,
+                          baseline_cpu_ms=b_cpu, ours_cpu_ms=ours_cpu,
+                          ratio_cpu=None if b_cpu is None else b_cpu / max(ours_cpu, 1e-6),
                           baseline_error=None if bx is None else max(bx, bl), ours_error=max(ox, ol),
                           baseline_error_x=bx, baseline_error_logp=bl, ours_error_x=ox, ours_error_logp=ol,
                           accurate=None if bx is None else (ox <= bx and ol <= bl),
@@ -247,13 +255,14 @@ def _f(x, spec: str) -> str:
     return "—" if x is None else format(x, spec)
 
 
-HEADER = ("model", "kind", "batch", "baseline ms", "ours ms", "ratio", "baseline err", "ours err",
-          "ours≤base", "NFE base/ours")
+HEADER = ("model", "kind", "batch", "baseline ms", "ours ms", "ratio", "ratio (CPU time)", "baseline err",
+          "ours err", "ours≤base", "NFE base/ours")
 
 
 def format_row(r: Row) -> str:
     cells = (r.model, r.kind, str(r.batch), _f(r.baseline_ms, ".2f"), _f(r.ours_ms, ".3f"),
-             _f(r.ratio, ".1f") + ("×" if r.ratio else ""), _f(r.baseline_error, ".1e"), _f(r.ours_error, ".1e"),
+             _f(r.ratio, ".1f") + ("×" if r.ratio else ""), _f(r.ratio_cpu, ".1f") + ("×" if r.ratio_cpu else ""),
+             _f(r.baseline_error, ".1e"), _f(r.ours_error, ".1e"),
              "—" if r.accurate is None else ("yes" if r.accurate else "NO"),
              f"{_f(r.baseline_nfe, 'd')}/{r.ours_nfe}")
     return "| " + " | ".join(cells) + " |"
@@ -295,7 +304,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-baseline-above", type=int, help="time only ours for batches above this")
     p.add_argument("--baseline-max-s", type=float, default=120.0,
                    help="skip the baseline where one run is estimated above this (default %(default)s s)")
-    p.add_argument("--device", default="cpu", help="torch device for ours (the baseline runs on the CPU)")
+    p.add_argument("--device", default="cpu", help="torch device for both methods, e.g. cuda")
 
 
 def main_from_args(args: argparse.Namespace) -> int:

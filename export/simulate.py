@@ -35,11 +35,14 @@ from .netlist import VARIANTS, SpiceOptions, build_deck
 from .spice import run_deck
 
 REFERENCE_SOLVER = SolverConfig(method="dopri5", rtol=1e-9, atol=1e-10, max_steps=1_000_000, max_wall_s=600.0)
-# ngspice seconds per behavioural-source evaluation, measured on this project's 2-vCPU
-# machine (docs/export.md, "Scaling"); ~3 time points per max step, ~3 Newton iterations each.
-SECONDS_PER_SOURCE_EVAL = 3e-6
-EVALS_PER_MAX_STEP = 6
-PROCESS_OVERHEAD_S = 0.03
+# ngspice CPU cost model, fitted to `python -m export.scaling` and the zoo (docs/export.md):
+# CPU ≈ sources × time points × µs per source-point; the time points (~1200 per unit of
+# model time at the default tolerances) hardly depend on the layer count, and the cost per
+# source-point grows with the node count (denser matrix rows) and is ~3× higher for the
+# divergence sources of the log-density decks.
+POINTS_PER_TIME_UNIT = 1200
+US_PER_SOURCE_POINT = {"sample": (2.0, 0.12, 9.0), "logprob": (6.0, 0.5, 16.0)}  # (base, per node, cap)
+PROCESS_OVERHEAD_S = 0.05
 
 
 class TooLarge(ValueError):
@@ -112,11 +115,14 @@ def source_count(model: KirchhoffNet, variant: str) -> int:
     return edges * (2 if variant in ("logprob", "reverse") else 1) + (variant == "reverse")
 
 
-def estimate_seconds(model: KirchhoffNet, variant: str, copies: int = 1,
-                     options: SpiceOptions = SpiceOptions()) -> float:
-    """Projected ngspice wall time of one deck with ``copies`` inputs (seconds)."""
-    steps = len(model.spec.layers) * options.steps_per_layer
-    return PROCESS_OVERHEAD_S + SECONDS_PER_SOURCE_EVAL * source_count(model, variant) * copies * steps * EVALS_PER_MAX_STEP
+def estimate_seconds(model: KirchhoffNet, variant: str, copies: int = 1) -> float:
+    """Projected ngspice CPU seconds of one ``variant`` deck holding ``copies`` inputs (on an
+    idle core; a busy machine stretches the wall time, not the CPU time)."""
+    nodes = max(layer.nodes for layer in model.spec.layers) * copies
+    base, per_node, cap = US_PER_SOURCE_POINT["sample" if variant == "sample" else "logprob"]
+    us = min(base + per_node * nodes, cap)
+    points = POINTS_PER_TIME_UNIT * max(model.spec.end_time, 1.0)
+    return PROCESS_OVERHEAD_S + 1e-6 * us * source_count(model, variant) * copies * points
 
 
 def reference(model: KirchhoffNet, z: torch.Tensor, variants: list[str]) -> tuple[dict[str, dict[str, torch.Tensor]], float]:
@@ -147,7 +153,7 @@ def _require(stats, what: str) -> None:
 
 
 def simulate(model: KirchhoffNet, n: int = 16, seed: int = 0, variants: list[str] | None = None,
-             mode: str = "per-input", chunk: int = 4, timeout_s: float = 600.0, max_seconds: float = 300.0,
+             mode: str = "per-input", chunk: int = 4, timeout_s: float = 600.0, max_seconds: float = 900.0,
              force: bool = False, options: SpiceOptions = SpiceOptions(),
              progress: Callable[[int], None] | None = None) -> SimulationReport:
     """Simulate the exported netlists for ``n`` inputs and compare with the model.
@@ -155,8 +161,8 @@ def simulate(model: KirchhoffNet, n: int = 16, seed: int = 0, variants: list[str
     Args:
         mode: ``batch`` puts up to ``chunk`` independent copies of the circuit in one deck
             (one ngspice process per chunk); ``per-input`` runs one deck per input.
-        max_seconds: refuse (:class:`TooLarge`) when the projected ngspice time of the whole
-            job exceeds this, unless ``force``.
+        max_seconds: refuse (:class:`TooLarge`) when the projected ngspice CPU time of the
+            whole job exceeds this, unless ``force``.
         timeout_s: limit per ngspice process.
         progress: called with the number of inputs finished after each run.
 
@@ -181,12 +187,13 @@ def simulate(model: KirchhoffNet, n: int = 16, seed: int = 0, variants: list[str
         raise ValueError("no variant left to simulate")
     per_deck = 1 if mode == "per-input" else max(1, min(chunk, n))
     runs = math.ceil(n / per_deck)
-    projected = sum(runs * estimate_seconds(model, v, per_deck, options) for v in wanted)
+    projected = sum(runs * estimate_seconds(model, v, per_deck) for v in wanted)
     if projected > max_seconds and not force:
         raise TooLarge(
             f"simulating {model.spec.name!r} ({model.spec.num_edges} devices, {len(model.spec.layers)} layers) "
             f"for {n} inputs and variants {', '.join(wanted)} is projected to take {projected:.0f} s of ngspice "
-            f"time (limit {max_seconds:g} s; ngspice cost grows with devices x time points). "
+            f"CPU time (limit {max_seconds:g} s; ngspice's cost grows with devices x time points, see "
+            "docs/export.md). "
             "Use fewer inputs or variants, raise --max-seconds, or pass --force.")
 
     gen = torch.Generator().manual_seed(seed)

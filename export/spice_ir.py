@@ -128,6 +128,3 @@ class Deck:
         out.append(".end")
         return "\n".join(out) + "\n"
 
-
-def finite(x: float) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x)

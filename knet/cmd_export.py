@@ -44,8 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one ngspice run per input (default, measured faster) or several copies per deck")
     p.add_argument("--chunk", type=int, default=4, help="copies per deck in batch mode")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per ngspice run")
-    p.add_argument("--max-seconds", type=float, default=300.0,
-                   help="refuse when the projected ngspice time exceeds this (default 300)")
+    p.add_argument("--max-seconds", type=float, default=900.0,
+                   help="refuse when the projected ngspice CPU time exceeds this (default 900)")
     p.add_argument("--force", action="store_true", help="simulate even when projected to exceed --max-seconds")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_simulate)

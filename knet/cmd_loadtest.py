@@ -12,17 +12,17 @@ from pathlib import Path
 from .settings import REPO_ROOT
 
 
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "loadtest", help="load-test the service and write a Markdown report (served vs chip latency)",
         description="Start `knet serve` on a free localhost port (or use --url), run bounded locust "
                     "scenarios per model, scrape /metrics, and write report.md, PNG plots, rows.csv and "
-                    "results.json. The full default run takes about 10 minutes on 2 vCPUs.")
+                    "results.json. The full default run takes about 15 minutes on 2 vCPUs.")
     p.add_argument("--url", help="a running service on this machine (loopback only); default: start one")
     p.add_argument("--models", nargs="+", help="models to load (default: twomoon potential1 digits)")
     p.add_argument("--quick", action="store_true", help="one scenario (/sample n=64, 2 clients) for a few seconds")
-    p.add_argument("--out", type=Path, help="report directory (default: reports/cpu, or reports/gpu when the service will run on CUDA)")
+    p.add_argument("--out", type=Path,
+                   help="report directory (default: reports/cpu, or reports/gpu when the service will run on CUDA)")
     p.add_argument("--step-s", type=float, help="seconds per step (default 5; --quick: 3)")
     p.add_argument("--max-requests", type=int, help="request cap per step (default 5000)")
     p.add_argument("--rows", type=int, nargs="+", help="rows per request (default 1 64 1024)")
@@ -30,11 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--endpoints", nargs="+", choices=["sample", "logprob"], help="default: both")
     p.add_argument("--no-open-loop", action="store_true", help="skip the fixed-rate run past saturation")
     p.add_argument("--no-simulate", action="store_true", help="skip `knet simulate` (ngspice) per model")
-    p.add_argument("--simulate-timeout", type=float, default=300.0, help="seconds allowed per `knet simulate`")
+    p.add_argument("--simulate-timeout", type=float, default=240.0, help="seconds allowed per `knet simulate`")
     p.add_argument("--no-pin", action="store_true",
                    help="do not pin server and load generator to different CPUs with taskset")
     p.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument for `knet serve` (repeatable), e.g. --serve-arg=--device --serve-arg=cuda")
+                   help="extra argument for `knet serve` (repeatable), e.g. --serve-arg=--no-store; the "
+                        "service's own settings come from KNET_SERVICE_* (e.g. KNET_SERVICE_DEVICE=cuda)")
     p.add_argument("--render-only", action="store_true",
                    help="rewrite report.md and the plots from OUT/results.json without measuring")
     p.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for /readyz")
@@ -90,18 +91,19 @@ def trim_log(path: Path, head: int = 60, tail: int = 60) -> None:
     lines = path.read_text(errors="replace").splitlines()
     if len(lines) > head + tail:
         cut = len(lines) - head - tail
-        path.write_text("\n".join([*lines[:head], f"[… {cut} lines cut by knet loadtest …]", *lines[-tail:]]) + "\n")
+        kept = [*lines[:head], f"[… {cut} lines cut by knet loadtest …]", *lines[-tail:]]
+        path.write_text("\n".join(kept) + "\n")
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
     from loadtest import machine, report, runner
-    from loadtest.plan import DEFAULT_MODELS
     from loadtest.circuit import resolve_models
+    from loadtest.plan import DEFAULT_MODELS
     from loadtest.target import ServedService, check_loopback
+    from service.config import ServiceSettings
 
     from .cli import UserError
 
-    from service.config import ServiceSettings
     service_settings = ServiceSettings.from_env()
     device = service_settings.torch_device
     device = device() if callable(device) else device  # a method in service.config (property earlier)
@@ -115,7 +117,8 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     server_cpus, client_cpus = pinning(args.no_pin, started)
     url = None if started else check_loopback(args.url)
     print(f"[loadtest] {len(plan.closed_steps())} closed-loop steps"
-          f"{' + open loop' if plan.open_loop else ''}, about {plan.estimated_s() / 60:.1f} min → {out}",
+          f"{' + open loop' if plan.open_loop else ''}, about {plan.estimated_s() / 60:.1f} min of load"
+          f"{'' if args.no_simulate else ' + knet simulate per model'} → {out}",
           file=sys.stderr)
     raw = out / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -163,6 +166,6 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
                         "rows": plan.rows, "concurrency": plan.concurrency, "endpoints": plan.endpoints})
     path = report.write(result, out)
     h = report.headline(result)
-    print(report.headline_text(h, report._device(result["machine"])).replace("**", ""), file=sys.stderr)
+    print(report.headline_text(h, report.device_label(result["machine"])).replace("**", ""), file=sys.stderr)
     print(path)
     return 0 if result["rows"] else 1

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -72,7 +71,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     bentoml_cli = Path(sys.executable).parent / "bentoml"
     cmd = [str(bentoml_cli), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(args.port)]
     print(f"serving on http://127.0.0.1:{args.port} (docs: /docs.json, metrics: /metrics)", file=sys.stderr)
-    try:
-        return subprocess.call(cmd, cwd=REPO_ROOT)
-    except KeyboardInterrupt:
-        return 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.chdir(REPO_ROOT)
+    # replace this process, so signals (Ctrl+C, SIGTERM from a supervisor) reach the server itself
+    os.execv(cmd[0], cmd)
+    return 0  # not reached

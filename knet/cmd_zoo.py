@@ -58,8 +58,10 @@ def markdown_table(rows: list[dict]) -> str:
     for r in rows:
         if "nll" in r:
             task, ours = "generation (NLL)", f"{r['nll']:.3f} ± {r['nll_se']:.3f}"
-        else:
+        elif "elbo" in r:
             task, ours = "density matching (E[log q + U])", f"{r['elbo']:.3f} ± {r['elbo_se']:.3f}"
+        else:
+            task, ours = r["task"], "not evaluated"
         pub = f"{PUBLISHED[r['name']]:.3f}" if r["name"] in PUBLISHED else "—"
         minutes = f"{r['train_seconds'] / 60:.1f} min" if r.get("train_seconds") else "—"
         lines.append(f"| {r['name']} | {task} | {r['device']} | {r['layers']} | {r['edges']} | "

@@ -100,7 +100,8 @@ def zoo_figure(entries: list[tuple[KirchhoffNet, Task, dict]], path: Path, grid:
     digits; each titled with its name and evaluation figure (``eval.json`` content)."""
     cols = min(3, len(entries))
     rows = -(-len(entries) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 3.3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 3.4 * rows), squeeze=False,
+                             layout="constrained")
     for ax, (model, task, ev) in zip(axes.ravel(), entries):
         if task.dim == 2:
             axis, lp = density_grid(model, task.plot_range, grid)
@@ -116,6 +117,5 @@ def zoo_figure(entries: list[tuple[KirchhoffNet, Task, dict]], path: Path, grid:
         ax.set_yticks([])
     for ax in axes.ravel()[len(entries):]:
         ax.axis("off")
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -144,7 +144,8 @@ def parse_simulation(data: dict) -> dict:
     }
 
 
-def simulate(model: str, timeout_s: float = 300.0, n: int = 4, variants: str = "sample") -> tuple[dict | None, str | None]:
+def simulate(model: str, timeout_s: float = 240.0, n: int = 1,
+             variants: str = "sample") -> tuple[dict | None, str | None]:
     """Run ``knet simulate MODEL -n N --variants V --json`` (ngspice) in its own process group.
 
     A few inputs of one variant confirm the timing and show the agreement; the full sweep is
@@ -153,7 +154,9 @@ def simulate(model: str, timeout_s: float = 300.0, n: int = 4, variants: str = "
     a load test never fails because the simulator is unavailable. ``parsed["exit_code"]``
     is 1 when ngspice disagreed with the model by more than ``knet simulate``'s tolerance.
     """
-    cmd = [sys.executable, "-m", "knet", "simulate", model, "-n", str(n), "--variants", variants, "--json"]
+    # --max-seconds: knet simulate refuses at once when it projects a longer ngspice run
+    cmd = [sys.executable, "-m", "knet", "simulate", model, "-n", str(n), "--variants", variants,
+           "--max-seconds", f"{0.8 * timeout_s:g}", "--json"]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=Path(__file__).resolve().parent.parent, start_new_session=True)

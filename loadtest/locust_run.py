@@ -11,6 +11,9 @@ from .plan import Step
 from .target import taskset_prefix
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+# After -t, each client may finish the request it has in flight (so slow requests, e.g. 1024
+# rows at 8 clients, are counted rather than cut off); longer ones are abandoned.
+STOP_TIMEOUT_S = 30.0
 
 
 def locust_command(step: Step, url: str) -> list[str]:
@@ -18,12 +21,12 @@ def locust_command(step: Step, url: str) -> list[str]:
     locustfile writes the final CSVs itself (see its docstring)."""
     return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-H", url,
             "-u", str(step.users), "-r", str(step.users), "-t", f"{step.duration_s:g}s",
-            "--stop-timeout", "5", "--only-summary",
+            "--stop-timeout", f"{STOP_TIMEOUT_S:g}", "--only-summary",
             "--exit-code-on-error", "0", "--loglevel", "WARNING"]
 
 
 def run_closed(step: Step, url: str, body_path: Path, csv_prefix: Path, client_cpus: str | None = None,
-               grace_s: float = 30.0) -> LocustResult:
+               grace_s: float = STOP_TIMEOUT_S + 30.0) -> LocustResult:
     """Run ``step`` against ``url`` with the JSON body in ``body_path``; CSVs at ``csv_prefix``.
 
     Raises:

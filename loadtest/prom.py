@@ -38,10 +38,29 @@ def scrape(base_url: str, timeout_s: float = 5.0) -> tuple[str, Samples]:
     return r.text, parse(r.text)
 
 
+def keep_families(text: str, prefixes: tuple[str, ...] = ("knet_", "bentoml_service_request_in_progress")) -> str:
+    """The exposition ``text`` restricted to metric families whose names start with ``prefixes``
+    (their HELP/TYPE comments included): still valid Prometheus text, a fraction of the size."""
+    out = []
+    for line in text.splitlines():
+        name = line.split()[2] if line.startswith("# ") and len(line.split()) > 2 else line
+        if name.startswith(prefixes):
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def total(samples: Samples, name: str, **match: str) -> float:
     """Sum of every sample called ``name`` whose labels include ``match``."""
     return sum(v for (n, labels), v in samples.items()
                if n == name and all((k, val) in labels for k, val in match.items()))
+
+
+def in_progress(samples: Samples) -> float | None:
+    """Requests the server is working on now: BentoML's ``bentoml_service_request_in_progress``
+    gauge summed over the solve endpoints; None where the server does not expose it."""
+    vals = [v for (n, labels), v in samples.items() if n == "bentoml_service_request_in_progress"
+            and dict(labels).get("endpoint") in ("/sample", "/logprob")]
+    return sum(vals) if vals else None
 
 
 def buckets(samples: Samples, name: str, **match: str) -> list[tuple[float, float]]:

@@ -20,7 +20,7 @@ COLUMNS = ("model", "endpoint", "rows", "mode", "users", "offered_rps", "duratio
            "failures", "error_rate", "errors_by_status", "rps", "samples_per_s", "mean_s", "p50_s", "p95_s",
            "p99_s", "max_s", "server_solves", "server_rows", "solve_mean_s", "solve_p50_s", "solve_p99_s",
            "nfe_mean", "batch_mean", "solver_failures", "chip_latency_s", "ratio_request", "ratio_sample",
-           "gpu_power_w", "gpu_j_per_sample", "server_requests")
+           "gpu_power_w", "gpu_j_per_sample", "server_requests", "drained_before_s")
 
 
 def headline(result: dict) -> dict | None:
@@ -40,14 +40,19 @@ def headline(result: dict) -> dict | None:
             "ratio_sample": best["ratio_sample"]}
 
 
+def _clients(n: int) -> str:
+    return f"{n} client{'s' if n != 1 else ''}"
+
+
 def headline_text(h: dict | None, device: str) -> str:
     if h is None:
         return "No successful /sample step, so no headline ratio."
     return (f"On {device}, {h['model']} `/sample` n={h['request_rows']} answers in {fmt_time(h['p50_s'])} "
-            f"(p50, {h['request_users']} client{'s' if h['request_users'] != 1 else ''}) against a projected analog-chip latency of "
+            f"(p50, {_clients(h['request_users'])}) against a projected analog-chip latency of "
             f"{fmt_time(h['chip_s'])}: **{fmt_ratio(h['ratio_request'])} per request**. At its best throughput "
-            f"(n={h['best_rows']}, {h['best_users']} client{'s' if h['best_users'] != 1 else ''}) the server spends {fmt_time(h['best_per_sample_s'])} "
-            f"per sample: **{fmt_ratio(h['ratio_sample'])} the chip's time per sample**.")
+            f"(n={h['best_rows']}, {_clients(h['best_users'])}) the server spends "
+            f"{fmt_time(h['best_per_sample_s'])} per sample: **{fmt_ratio(h['ratio_sample'])} the chip's time "
+            "per sample**.")
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -59,7 +64,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
                         for k, v in r.items()})
 
 
-def _device(machine: dict) -> str:
+def device_label(machine: dict) -> str:
     dev = machine.get("server_device", "cpu")
     if dev.startswith("cuda") and machine.get("gpus"):
         return f"{machine['gpus'][0]} (CUDA)"
@@ -96,8 +101,31 @@ def _sim_timing(c: dict, sim: dict) -> str:
     t, p = sim.get("simulated_time_s"), sim.get("projected_latency_s")
     if t is None:
         return "–"
-    same = p is not None and math.isclose(t, c["settle_s"], rel_tol=1e-6) and math.isclose(p, c["chip_latency_s"], rel_tol=1e-6)
+    same = (p is not None and math.isclose(t, c["settle_s"], rel_tol=1e-6)
+            and math.isclose(p, c["chip_latency_s"], rel_tol=1e-6))
     return f"{fmt_time(t)}, {fmt_time(p)} {'✓' if same else '✗ differs'}"
+
+
+def _summary_table(result: dict) -> list[str]:
+    """One line per model: the chip, the fastest single-sample answer, the solver alone, and
+    the best throughput, each with its ratio to the chip."""
+    out = ["| model | chip latency | /sample n=1, 1 client: p50 / p99 | ×chip | server solve alone (n=1) | ×chip | "
+           "NFE | best samples/s (n, clients) | time per sample | ×chip |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for m in result["circuit"]:
+        mine = [r for r in result["rows"] if r["model"] == m and r["mode"] == "closed"
+                and r["endpoint"] == "sample" and r["ok_requests"]]
+        if not mine:
+            continue
+        one = min(mine, key=lambda r: (r["rows"], r["users"]))
+        best = max(mine, key=lambda r: r["samples_per_s"])
+        chip = one["chip_latency_s"]
+        solve = one["solve_mean_s"]  # one client: every solve is this request alone
+        out.append(f"| {m} | {fmt_time(chip)} | {fmt_time(one['p50_s'])} / {fmt_time(one['p99_s'])} | "
+                   f"{fmt_ratio(one['ratio_request'])} | {fmt_time(solve)} | "
+                   f"{fmt_ratio(solve / chip if solve and chip else None)} | "
+                   f"{fmt_num(one['nfe_mean'])} | {fmt_num(best['samples_per_s'])} ({best['rows']}, {best['users']}) | "
+                   f"{fmt_time(1 / best['samples_per_s'])} | {fmt_ratio(best['ratio_sample'])} |")
+    return out
 
 
 def _closed_table(rows: list[dict], model: str) -> list[str]:
@@ -140,11 +168,15 @@ def render(result: dict, images: dict[str, str]) -> str:
     """The Markdown report (image paths relative to the report)."""
     m = result["machine"]
     rows = result["rows"]
-    dev = _device(m)
+    dev = device_label(m)
     h = headline(result)
     gpu = [r["gpu_j_per_sample"] for r in rows if r.get("gpu_j_per_sample")]
     lines = [f"# Load test: {dev}", "", f"*{result['started_utc']} · `{result['command']}` · "
              f"{result['wall_s'] / 60:.1f} min wall*", "", headline_text(h, dev), "",
+             "## Summary", "", *_summary_table(result), "",
+             "*×chip* = served time ÷ projected chip latency of one forward pass. The solver column is the "
+             "server-side solve time (`knet_solve_seconds`) of a one-sample request: what is left after HTTP, "
+             "JSON and batching.", "",
              "## Where it ran", "",
              "| | |", "|---|---|",
              f"| server device | {dev} |",
@@ -162,7 +194,7 @@ def render(result: dict, images: dict[str, str]) -> str:
              "## The circuit side", "",
              f"Projected latency of one forward pass (one sample): `{TIMING_FORMULA}`; the hardware "
              "constants come from each model's `circuit.json`. Energy per forward pass: "
-             f"`{ENERGY_FORMULA}`. The ngspice columns come from `knet simulate MODEL -n 4 --variants sample "
+             f"`{ENERGY_FORMULA}`. The ngspice columns come from `knet simulate MODEL -n 1 --variants sample "
              "--json`: the transient's circuit time T·τ and the projection it checks (✓: equal to ours), and the "
              "worst relative error of the simulated circuit against the model's own solve.",
              "", *_circuit_table(result), "",
@@ -177,9 +209,12 @@ def render(result: dict, images: dict[str, str]) -> str:
               "i.e. the server's time per sample at that load against one chip pass per sample.", "",
               "## Closed loop: latency vs concurrency", "",
               f"Each step: `locust --headless`, clients sending back to back, {rows[0]['duration_s']:g} s "
-              f"or the request cap, whichever first. Locust percentiles are bucketed (1 ms below 100 ms, "
-              "10 ms below 1 s). Server columns are `/metrics` deltas over the step "
-              "(`knet_solve_seconds`, `knet_solver_nfe`, `knet_batch_size`)." if rows else "No rows.", ""]
+              "or the request cap, whichever first; clients then finish the request in flight (up to 30 s) "
+              "and the next step waits until the server has none in progress. Locust percentiles are "
+              "bucketed (1 ms below 100 ms, 10 ms below 1 s), and a p99 over fewer than 100 requests is "
+              "close to the maximum. Server columns are `/metrics` deltas over the step "
+              "(`knet_solve_seconds`, `knet_solver_nfe`, `knet_batch_size`); with batching one solve can "
+              "serve several requests." if rows else "No rows.", ""]
     for model in result["circuit"]:
         if f"lat_{model}" in images:
             lines += [f"![{model} latency vs concurrency]({images[f'lat_{model}']})", ""]
@@ -197,7 +232,8 @@ def render(result: dict, images: dict[str, str]) -> str:
         lines += ["## Notes", "", *[f"- {n}" for n in result["notes"]], ""]
     lines += ["## Raw data", "", "- `rows.csv`: one row per step (times in seconds)",
               "- `results.json`: everything in this report, machine-readable",
-              "- `raw/`: locust CSVs, open-loop records, request bodies and `/metrics` scrapes per step", ""]
+              "- `raw/`: per step the locust CSVs and summary (or the open-loop records), the request body, "
+              "and the `knet_*` families of `/metrics` before and after; `server.log` (middle cut)", ""]
     return "\n".join(lines)
 
 

@@ -12,7 +12,8 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -34,9 +35,9 @@ class RunContext:
     raw_dir: Path
     client_cpus: str | None = None
     simulate: bool = True
-    simulate_timeout_s: float = 300.0
+    simulate_timeout_s: float = 240.0
     models: dict = field(default_factory=dict)  # served name -> (MODEL argument, CircuitSpec | None)
-    log: callable = field(default=lambda msg: print(msg, file=sys.stderr))
+    log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -149,10 +150,24 @@ def open_client_row(step: Step, open_result: dict) -> dict:
             "offered_rps": step.rate_rps}
 
 
+def wait_idle(url: str, timeout_s: float = 90.0) -> float:
+    """Wait until the server has no solve request in progress (requests a stopped client left
+    behind would otherwise slow the next step down); returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        _, samples = _try_scrape(url)
+        busy = prom.in_progress(samples) if samples is not None else None
+        if not busy:
+            break
+        time.sleep(0.25)
+    return time.monotonic() - t0
+
+
 def run_step(step: Step, ctx: RunContext, body_path: Path, chip: circuit.CircuitFigures | None,
              projected_from_service: float | None, index: int) -> dict:
     """Measure one step and return its report row (see ``report.COLUMNS``)."""
     sc = step.scenario
+    drained_s = wait_idle(ctx.url)
     before_text, before = _try_scrape(ctx.url)
     sampler = PowerSampler()
     t0 = time.monotonic()
@@ -173,6 +188,7 @@ def run_step(step: Step, ctx: RunContext, body_path: Path, chip: circuit.Circuit
         "model": sc.model, "endpoint": sc.endpoint, "rows": sc.rows, "mode": step.mode,
         "users": step.users if step.mode == "closed" else None,
         "offered_rps": client.get("offered_rps"), "duration_s": step.duration_s, "wall_s": wall,
+        "drained_before_s": drained_s,
         **{k: v for k, v in client.items() if k != "offered_rps"},
         "error_rate": client["failures"] / client["requests"] if client["requests"] else None,
         "samples_per_s": samples_per_s,
@@ -192,8 +208,9 @@ def run_step(step: Step, ctx: RunContext, body_path: Path, chip: circuit.Circuit
         "gpu_j_per_sample": (sampler.energy_j() / (client["ok_requests"] * sc.rows)
                              if sampler.energy_j() and client["ok_requests"] else None),
     }
-    (ctx.raw_dir / f"step{index:03d}_metrics_before.txt").write_text(before_text)
-    (ctx.raw_dir / f"step{index:03d}_metrics_after.txt").write_text(after_text)
+    # the knet_* families (and BentoML's in-progress gauge) only: what the report uses
+    (ctx.raw_dir / f"step{index:03d}_metrics_before.txt").write_text(prom.keep_families(before_text))
+    (ctx.raw_dir / f"step{index:03d}_metrics_after.txt").write_text(prom.keep_families(after_text))
     return row
 
 
@@ -227,12 +244,14 @@ def run_plan(plan: Plan, ctx: RunContext) -> dict:
             if sim is None:
                 notes.append(f"{m}: circuit simulation not available ({why})")
             else:
-                chips[m] = circuit.CircuitFigures(**{**chips[m].__dict__, "simulated": sim})
+                chips[m] = replace(chips[m], simulated=sim)
         # one /sample per model: warms the model up, gives in-distribution /logprob points
         # and the service's own projected chip latency
-        pts, info = fetch_points(ctx.url, m, max(plan.rows), spec.data_dim if spec else None)
-        points[m], service_info[m] = pts, info
-    closed = plan.closed_steps()
+        try:
+            points[m], service_info[m] = fetch_points(ctx.url, m, max(plan.rows), spec.data_dim if spec else None)
+        except RuntimeError as err:
+            notes.append(f"{m}: skipped ({err})")
+    closed = [s for s in plan.closed_steps() if s.scenario.model in points]
     rows: list[dict] = []
     bodies: dict[str, Path] = {}
     bar = tqdm(total=len(closed) + (len(plan.open_loop_factors) if plan.open_loop else 0),

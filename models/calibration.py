@@ -89,6 +89,7 @@ def local_error(model: KirchhoffNet, ref: Reference, k: int, steps: int) -> floa
         L = engine.prepared_layers(model, reverse)[k]
         start, goal = (ref.boundaries[k + 1], ref.boundaries[k]) if reverse else (ref.boundaries[k], ref.boundaries[k + 1])
         S = start.new_zeros(n + 2, start.shape[0], dtype=model.dtype)
+        S[0] = 1.0  # the engine's bias row
         S[1:n + 1] = start.t().to(model.dtype)
         with torch.no_grad():
             engine.rk4_layer(L, S, model.spec.layers[k].duration, steps, True, Budget(10**9, 3600.0))
@@ -186,10 +187,10 @@ def _fewest_steps(model: KirchhoffNet, ref: Reference, k: int, budget: float) ->
 
 
 def _as(model: KirchhoffNet, dtype: torch.dtype) -> KirchhoffNet:
-    clone = copy.deepcopy(model)
+    clone = copy.deepcopy(model)  # references and the published bar are CPU solves
     clone.requires_grad_(False)
-    return clone.to(dtype=dtype)
+    return clone.to(device="cpu", dtype=dtype)
 
 
 def _maxabs(a: Tensor, b: Tensor) -> float:
-    return float((a.to(torch.float64) - b.to(torch.float64)).abs().max())
+    return float((a.detach().cpu().to(torch.float64) - b.detach().cpu().to(torch.float64)).abs().max())

@@ -117,9 +117,10 @@ class CalibrationRecord(_Frozen):
 
     Errors are max absolute errors over the calibration points, of x (model volts) and of
     log p (nats), against ``reference`` (float64, tight tolerance); the engine runs RK4 in
-    ``dtype`` with ``steps_per_layer``. ``target_x``/``target_logp`` are the bounds the
-    calibration enforced: ``safety`` × the error of the published method (dopri5,
-    rtol = atol = 1e-4, float32) on the same points, capped by ``tolerance_cap`` if given.
+    ``dtype`` with ``steps_per_layer``. ``baseline_error_*`` is the error of the published
+    method (dopri5, rtol = atol = 1e-4, float32) on the same points, the smaller of its
+    one-batch and single-request figures; ``target_x``/``target_logp`` = ``safety`` × that,
+    capped by ``tolerance_cap`` if given (see ``models.calibration``).
     """
 
     steps_per_layer: tuple[int, ...]

@@ -6,14 +6,14 @@ Both give the same numbers up to rounding (tested in ``tests/test_engine_paths.p
 
 Why it is fast (each lever measured in docs/engine.md):
 
-- **Augmented, batch-last state** ``S (nodes + 2, batch)``: row 0 is ground (always 0 V),
-  rows 1..N the node voltages, row N+1 the divergence integral ℓ. One RK4 update moves
+- **Augmented, batch-last state** ``S (nodes + 2, batch)``: row 0 is held at 1 and
+  carries the biases, rows 1..N the node voltages, row N+1 the divergence integral ℓ. One RK4 update moves
   voltages and ℓ together, so a step is 4 evaluations + 7 small in-place updates.
 - **tanh through the logistic function**: tanh(z) = 2σ(2z) − 1 and tanh'(z) = 4(σ − σ²);
   torch's CPU ``sigmoid`` is ~3–4× faster than its ``tanh``. The factors 2 and 4 and the
   constant −1 are folded into the frozen weights, so an evaluation of a dense layer is
-  4 kernels: ``z = Ã·S + c̃`` (addmm), ``σ(z)`` in place, ``u = σ − σ²`` into the second
-  half of the same buffer, and one ``addmm`` that yields [0; dv/dt; div] at once.
+  4 kernels: ``z = Ã·S`` (mm, bias included), ``σ(z)`` in place, ``u = σ − σ²`` into the
+  second half of the same buffer, and one ``mm`` that yields [0; dv/dt; div] at once.
 - **Gather–scatter for large circuits** in the same layout: ``index_select`` and
   ``index_add_`` along contiguous rows of the batch-last state.
 - **Blocking on the CPU**: rows are independent, so a large batch is solved in blocks
@@ -40,8 +40,9 @@ from .solvers import Budget, BudgetExceeded, SolveStats, Status
 
 # Dense matmuls win while the node count is small (docs/engine.md, "dense vs gather").
 ENGINE_DENSE_MAX_NODES = 16
-# Scratch per CPU block (docs/engine.md, "blocking"): 256–512 rows of a 300-device layer.
-CPU_BLOCK_BYTES = 1_536_000
+# Scratch per CPU block (docs/engine.md, "levers"): 1024 rows of a 150-device layer,
+# 256 rows of the 786-device digits layer.
+CPU_BLOCK_BYTES = 3_000_000
 # On CUDA, replay whole solves captured as graphs (models.engine_cuda); not measured here.
 USE_CUDA_GRAPHS = True
 
@@ -50,9 +51,10 @@ USE_CUDA_GRAPHS = True
 class FastLayer:
     """One layer frozen for the engine, for one direction (forward or reverse).
 
-    Dense form: ``Wz (E, N+2)`` and ``cz (E, 1)`` give the pre-activation from the state;
-    ``Wo (N+2, 2E)`` and ``bo (N+2, 1)`` map [current terms; slope terms] to [0; dv/dt; div].
-    Gather form: ``src, dst (E,)`` index the padded state; ``a, b, c (E, 1)``; ``alpha``
+    The state's row 0 is held at 1 (ground terminals are masked out of every weight), so
+    biases ride on it. Dense form: ``Wz (E, N+2)`` (column 0: bias) gives the pre-activation;
+    ``Wo (N+2, 2E+1)`` maps [current terms; slope terms; 1] to [0; dv/dt; div]; ``bo`` is its
+    last column. Gather form: ``src, dst (E,)`` index the state; ``a, b, c (E, 1)``; ``alpha``
     and ``bias``/``scale`` ``(N+2, 1)`` finish Kirchhoff's law; ``w (E,)`` the divergence.
     """
 
@@ -63,7 +65,6 @@ class FastLayer:
     n_edges: int
     tanh_trick: bool
     Wz: Tensor | None = None
-    cz: Tensor | None = None
     Wo: Tensor | None = None
     bo: Tensor | None = None
     src: Tensor | None = None
@@ -96,26 +97,30 @@ def freeze_layer(op: LayerOperator, inv_cap_padded: Tensor, src: Tensor, dst: Te
             rows = torch.arange(e, device=dev)
             Wz.index_put_((rows, src), k * a, accumulate=True)
             Wz.index_put_((rows, dst), k * b, accumulate=True)
-            Wz[:, 0] = 0.0  # ground terminals carry 0 V
+            # row 0 of the state is held at 1, so column 0 carries the bias (ground
+            # terminals add nothing: they sit at 0 V)
+            Wz[:, 0] = k * op.c
             K = op.c.new_zeros(n + 2, e)  # node k gets +i from edges into it, −i from edges out
             K.index_put_((dst, rows), op.c.new_ones(e), accumulate=True)
             K.index_put_((src, rows), -op.c.new_ones(e), accumulate=True)
             K = K * inv_col
             K[0] = 0.0
             K[n + 1] = 0.0
-            Wo = op.c.new_zeros(n + 2, 2 * e)
+            Wo = op.c.new_zeros(n + 2, 2 * e + 1)  # last column: bias, against a row of ones
             Wo[:, :e] = sign * k * K
-            Wo[n + 1, e:] = (4.0 if tanh else 1.0) * op.w
-            bo = (-sign * K.sum(1, keepdim=True)) if tanh else op.c.new_zeros(n + 2, 1)
-            return FastLayer("dense", op.act, op.leaky_slope, n, e, tanh, Wz=Wz.contiguous(),
-                             cz=(k * op.c)[:, None].contiguous(), Wo=Wo.contiguous(), bo=bo.contiguous())
+            Wo[n + 1, e:2 * e] = (4.0 if tanh else 1.0) * op.w
+            if tanh:
+                Wo[:, 2 * e] = -sign * K.sum(1)
+            Wo = Wo.contiguous()
+            return FastLayer("dense", op.act, op.leaky_slope, n, e, tanh, Wz=Wz.contiguous(), Wo=Wo,
+                             bo=Wo[:, 2 * e:])
         cnt = op.c.new_zeros(n + 2)
         cnt.index_add_(0, dst, op.c.new_ones(e)).index_add_(0, src, -op.c.new_ones(e))
         bias = (sign * cnt)[:, None] if tanh else op.c.new_zeros(n + 2, 1)
         scale = inv_col.clone()
         scale[n + 1] = 0.0  # the ℓ row is written separately
         return FastLayer("gather", op.act, op.leaky_slope, n, e, tanh, src=src, dst=dst,
-                         a=(k * a)[:, None].contiguous(), b=(k * b)[:, None].contiguous(),
+                         a=(k * a * (src != 0))[:, None].contiguous(), b=(k * b * (dst != 0))[:, None].contiguous(),
                          c=(k * op.c)[:, None].contiguous(), alpha=sign * k, bias=bias.contiguous(),
                          scale=scale.contiguous(), w=((4.0 if tanh else 1.0) * op.w).contiguous())
 
@@ -142,15 +147,16 @@ def _activate(L: FastLayer, z: Tensor, slope_out: Tensor | None) -> Tensor:
 def evaluate(L: FastLayer, S: Tensor, buf: Tensor, with_div: bool) -> Tensor:
     """dS/dt ``(N+2, batch)`` = [0; dv/dt; div (or 0)] for the state ``S (N+2, batch)``.
 
-    ``buf`` is a scratch ``(2E, batch)`` buffer reused across evaluations.
+    ``buf`` is a scratch ``(2E+1, batch)`` buffer reused across evaluations; its last row
+    holds ones (set by :func:`rk4_layer`).
     """
     e = L.n_edges
-    zb, sb = buf[:e], buf[e:]
+    zb, sb = buf[:e], buf[e:2 * e]
     if L.form == "dense":
-        torch.addmm(L.cz, L.Wz, S, out=zb)
+        torch.mm(L.Wz, S, out=zb)  # bias included: S[0] = 1 (a broadcast addmm is ~2× slower)
         _activate(L, zb, sb if with_div else None)
         if with_div:
-            return torch.addmm(L.bo, L.Wo, buf)
+            return torch.mm(L.Wo, buf)  # buf's last row is ones
         return torch.addmm(L.bo, L.Wo[:, :e], zb)
     torch.index_select(S, 0, L.src, out=zb)
     zb.mul_(L.a).addcmul_(S.index_select(0, L.dst), L.b).add_(L.c)
@@ -167,7 +173,8 @@ def rk4_layer(L: FastLayer, S: Tensor, duration: float, n_steps: int, with_div: 
               budget: Budget) -> None:
     """Advance ``S`` in place by ``n_steps`` classical RK4 steps over ``duration``."""
     h = duration / n_steps
-    buf = S.new_empty(2 * L.n_edges, S.shape[1])
+    buf = S.new_empty(2 * L.n_edges + 1, S.shape[1])
+    buf[2 * L.n_edges] = 1.0
     tmp = torch.empty_like(S)
     for _ in range(n_steps):
         budget.take_step()
@@ -213,10 +220,10 @@ def _version_key(model) -> tuple:
 
 def chunk_rows(layers: list[FastLayer], element_size: int) -> int:
     """Rows per block on the CPU: the (2E, rows) scratch buffer of the widest layer within
-    ``CPU_BLOCK_BYTES``, rounded down to a power of two in [64, 4096]."""
+    ``CPU_BLOCK_BYTES``, rounded down to a power of two in [64, 1024]."""
     widest = max(L.n_edges for L in layers)
     rows = max(CPU_BLOCK_BYTES // (2 * widest * element_size), 64)
-    return min(1 << (rows.bit_length() - 1), 4096)
+    return min(1 << (rows.bit_length() - 1), 1024)
 
 
 def choose_form(nodes: int, form: str = "auto") -> str:
@@ -299,10 +306,11 @@ def integrate(model, v: Tensor, cfg: SolverConfig, reverse: bool = False, with_d
     else:
         with torch.no_grad():
             S = v.new_zeros(n + 2, v.shape[0])
+            S[0] = 1.0
             S[1:n + 1] = v.t()
             order = range(n_layers - 1, -1, -1) if reverse else range(n_layers)
             # rows are independent, so a CPU solve runs block by block: each block's scratch
-            # stays in the L2 cache through all its steps (~1.5–2× at large batches)
+            # stays in cache through all its steps (~1.6× at batch 16384, docs/engine.md)
             width = chunk_rows(layers, S.element_size()) if S.device.type == "cpu" else S.shape[1]
             blocks = S.split(width, dim=1) if S.shape[1] > width else (S,)
             try:

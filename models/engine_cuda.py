@@ -87,6 +87,7 @@ def integrate_graphed(cache: dict, layers: list[FastLayer], durations: list[floa
         solve = cache[key] = GraphedSolve(layers, durations, steps, n, bucket, reverse, with_div,
                                           v.dtype, v.device)
     S = v.new_zeros(n + 2, v.shape[0])
+    S[0] = 1.0  # the bias row (models.engine)
     S[1:n + 1] = v.t()
     out = solve(S)
     v_end = out[1:n + 1].t().contiguous()

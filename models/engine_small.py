@@ -5,8 +5,7 @@ RK4 step, each ~3 µs through torch's dispatcher against well under 1 µs as a N
 (docs/engine.md, "small batches"). So for ``tanh`` circuits on the CPU and batches up
 to ``SMALL_BATCH_MAX`` rows (dense form, whatever the node count up to ``SMALL_MAX_NODES``) the engine runs this loop instead, in the model's dtype.
 
-State layout as in :mod:`models.engine`, with row 0 held at 1 instead of 0 so that the
-bias folds into the matrices: ``S (N+2, batch)`` = [1; v_1..v_N; ℓ]. One evaluation is
+State layout as in :mod:`models.engine` (row 0 held at 1 carries the biases): ``S (N+2, batch)`` = [1; v_1..v_N; ℓ]. One evaluation is
 ``y = tanh(Wz·S)``, ``X = [y; y²; 1]``, ``dS/dt = W·X`` — four NumPy calls.
 """
 from __future__ import annotations
@@ -45,24 +44,23 @@ def small_layer(L: FastLayer, dtype=np.float32) -> SmallLayer:
     """Undo the engine's logistic scaling (tanh(z) = 2σ(2z) − 1) into plain tanh weights,
     in ``dtype`` (the model's precision: NumPy's float32 tanh is ~3× faster than float64)."""
     e = L.n_edges
-    Wz = L.Wz.detach().double().cpu().numpy() / 2.0
-    Wz[:, 0] = L.cz.detach().double().cpu().numpy()[:, 0] / 2.0
+    Wz = L.Wz.detach().double().cpu().numpy() / 2.0  # column 0 holds the bias
     Wo = L.Wo.detach().double().cpu().numpy()
     n2 = Wo.shape[0]
     W = np.zeros((n2, 2 * e + 1))
     W[:, :e] = Wo[:, :e] / 2.0  # sign·K
-    w = Wo[n2 - 1, e:] / 4.0  # divergence weights
+    w = Wo[n2 - 1, e:2 * e] / 4.0  # divergence weights
     W[n2 - 1, e:2 * e] = -w  # div = Σ w (1 − y²)
     W[n2 - 1, 2 * e] = w.sum()
     return SmallLayer(np.ascontiguousarray(Wz, dtype=dtype), np.ascontiguousarray(W, dtype=dtype), e)
 
 
 def rk4_layer(L: SmallLayer, S: np.ndarray, duration: float, n_steps: int, budget: Budget) -> np.ndarray:
-    """``n_steps`` RK4 steps of one layer; returns the new state ``(N+2, batch)``."""
+    """``n_steps`` RK4 steps of one layer; returns the new state, ``(N+2, batch)`` or, for
+    one row, ``(N+2,)`` (matrix–vector products are cheaper calls than 1-column GEMMs)."""
     e = L.n_edges
     h = duration / n_steps
-    batch = S.shape[1]
-    X = np.ones((2 * e + 1, batch), dtype=S.dtype)
+    X = np.ones((2 * e + 1,) + S.shape[1:], dtype=S.dtype)
     y, y2 = X[:e], X[e:2 * e]
     K = np.empty((4,) + S.shape, dtype=S.dtype)
     K_flat = K.reshape(4, -1)

@@ -108,7 +108,9 @@ class KirchhoffNet(nn.Module):
         if operators is None and self.engine_enabled:
             from . import engine  # the serving fast path: RK4 without autograd
             if engine.supports(self, v, cfg):
-                return engine.integrate(self, v, cfg, reverse, with_divergence)
+                # a forced form (tests comparing dense and gather) also forces the torch path
+                return engine.integrate(self, v, cfg, reverse, with_divergence, form=self.form,
+                                        small=None if self.form == "auto" else False)
         ops = operators if operators is not None else self.operators()
         budget = Budget(cfg.max_steps, cfg.max_wall_s)
         order = range(len(ops) - 1, -1, -1) if reverse else range(len(ops))

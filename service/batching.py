@@ -7,12 +7,15 @@ together raises throughput. How, without letting a large request starve small on
 * requests wait in a FIFO queue; the solver loop takes the next batch as soon as the previous
   one finishes (no timer: an idle server adds no latency);
 * a batch holds up to ``max_batch_rows`` rows of requests with the same solve key (endpoint,
-  log-density channel on/off, solver settings), filled round-robin ``slice_rows`` rows per
-  request per turn, so every waiting request gets rows into the next batch;
+  log-density channel on/off, solver settings); each waiting request adds at most
+  ``max(slice_rows, max_batch_rows // waiting)`` rows, so every waiting request gets rows
+  into the next batch and one-row requests are not made to wait for a large chunk's solve;
 * a request with rows left over goes to the back of the queue (large requests are chunked).
 
 Row results are independent of batch composition for fixed-step solvers (rows never mix).
-One solve runs at a time per model (a thread), so the event loop stays free.
+Up to ``solver_threads`` batches of a model solve at once, in threads (torch releases the GIL
+inside its kernels), so a batch of small requests can run beside a chunk of a large one and
+the event loop stays free.
 """
 from __future__ import annotations
 
@@ -78,7 +81,7 @@ class MicroBatcher:
     """Queue and solver loop of one model. Create inside the running event loop."""
 
     def __init__(self, model: KirchhoffNet, max_batch_rows: int, slice_rows: int,
-                 on_solve: OnSolve | None = None, enabled: bool = True):
+                 on_solve: OnSolve | None = None, enabled: bool = True, solver_threads: int = 2):
         self.model = model
         self.max_batch_rows = max_batch_rows
         self.slice_rows = slice_rows
@@ -86,7 +89,8 @@ class MicroBatcher:
         self.enabled = enabled
         self._queue: collections.deque[_Pending] = collections.deque()
         self._wake = asyncio.Event()
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="knet-solve")
+        self._slots = asyncio.Semaphore(solver_threads)
+        self._executor = concurrent.futures.ThreadPoolExecutor(solver_threads, thread_name_prefix="knet-solve")
         self._task: asyncio.Task | None = None
 
     async def submit(self, key: SolveKey, x: Tensor) -> Outcome:
@@ -114,45 +118,44 @@ class MicroBatcher:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
+                await self._slots.acquire()  # requests arriving meanwhile join the next batch
                 key, segments = self._next_batch()
                 if not segments:
+                    self._slots.release()
                     continue
-                x = torch.cat([p.x[start:start + n] for p, start, n in segments])
-                try:
-                    res = await loop.run_in_executor(self._executor, solve, self.model, key, x)
-                except Exception as err:  # an unexpected failure fails its batch, not the loop
-                    for p, _, _ in segments:
-                        self._fail(p, err)
-                    continue
-                self.on_solve(key, x.shape[0], res.stats)
-                self._distribute(segments, _cpu(res.x), None if res.logp is None else _cpu(res.logp), res.stats)
+                task = loop.create_task(self._solve_batch(key, segments))
+                task.add_done_callback(lambda _: self._slots.release())
+
+    async def _solve_batch(self, key: SolveKey, segments) -> None:
+        x = torch.cat([p.x[start:start + n] for p, start, n in segments])
+        try:
+            res = await asyncio.get_running_loop().run_in_executor(self._executor, solve, self.model, key, x)
+        except Exception as err:  # an unexpected failure fails its batch, not the loop
+            for p, _, _ in segments:
+                self._fail(p, err)
+            return
+        self.on_solve(key, x.shape[0], res.stats)
+        self._distribute(segments, _cpu(res.x), None if res.logp is None else _cpu(res.logp), res.stats)
 
     def _next_batch(self) -> tuple[SolveKey, list[tuple[_Pending, int, int]]]:
-        """Pick the rows of the next batch: same key as the oldest request, round-robin."""
+        """Pick the rows of the next batch: requests with the oldest request's key, a fair share each."""
         for p in [p for p in self._queue if p.future.done()]:  # cancelled or already failed
             self._queue.remove(p)
         if not self._queue:
             return None, []
         key = self._queue[0].key
         members = [p for p in self._queue if p.key == key]
-        counts = {id(p): 0 for p in members}
-        room, progress = self.max_batch_rows, True
-        while room > 0 and progress:
-            progress = False
-            for p in members:
-                take = min(p.rows - p.offset - counts[id(p)], self.slice_rows, room)
-                if take > 0:
-                    counts[id(p)] += take
-                    room -= take
-                    progress = True
-                if room == 0:
-                    break
-        segments = []
+        # a fair share per request: small requests ride in a batch that stays small, while
+        # a request alone (or a few large ones) fill it
+        share = max(self.slice_rows, self.max_batch_rows // len(members))
+        room, segments = self.max_batch_rows, []
         for p in members:
-            n = counts[id(p)]
-            if n:
-                segments.append((p, p.offset, n))
-                p.offset += n
+            n = min(p.rows - p.offset, share, room)
+            if not n:
+                continue  # batch full: keeps its place in the queue
+            room -= n
+            segments.append((p, p.offset, n))
+            p.offset += n
             self._queue.remove(p)
             if p.offset < p.rows:
                 self._queue.append(p)  # leftover rows wait behind everyone else

@@ -16,7 +16,8 @@ Defaults are below; each field can be overridden by an environment variable
 | ``request_timeout_s`` | 60 | BentoML's whole-request timeout, seconds (504 past it) |
 | ``batching`` | true | merge concurrent requests per model into one solve |
 | ``max_batch_rows`` | 256 | rows per merged solve; larger requests are chunked (bounds how long a small request waits behind a large one) |
-| ``slice_rows`` | 32 | rows one request adds to a batch per round-robin turn (fairness) |
+| ``slice_rows`` | 32 | rows a request may add to a shared batch: max(slice_rows, max_batch_rows / waiting requests) |
+| ``solver_threads`` | 2 | batches of one model solved at once (threads) |
 | ``workers`` | 1 | BentoML worker processes |
 | ``threads`` | 1 | torch intra-op threads per worker |
 | ``device`` | auto | ``auto`` (CUDA when available), ``cpu`` or ``cuda`` |
@@ -48,7 +49,8 @@ class ServiceSettings(BaseModel):
     request_timeout_s: float = Field(60.0, gt=0, description="whole-request timeout, seconds")
     batching: bool = Field(True, description="merge concurrent requests into one solve")
     max_batch_rows: int = Field(256, ge=1, description="rows per merged solve")
-    slice_rows: int = Field(32, ge=1, description="rows per request per round-robin turn")
+    slice_rows: int = Field(32, ge=1, description="least rows per request in a shared batch")
+    solver_threads: int = Field(2, ge=1, description="batches of one model solved at once")
     workers: int = Field(1, ge=1, description="BentoML worker processes")
     threads: int = Field(1, ge=1, description="torch intra-op threads per worker")
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -20,6 +20,7 @@ from models.hardware import projected_latency_s
 
 from .batching import MicroBatcher, SolveKey, solve
 from .config import ServiceSettings
+from .metrics import observe_solve
 
 logger = logging.getLogger("knet.service")
 
@@ -89,11 +90,15 @@ class Registry:
             if not res.stats.ok:
                 logger.warning("warm-up of %s: %s", served.name, res.stats.message)
 
-    def batcher(self, served: ServedModel, on_solve) -> MicroBatcher:
-        """The model's batcher, created on first use inside the event loop."""
+    def batcher(self, served: ServedModel) -> MicroBatcher:
+        """The model's batcher (recording every solve in the metrics), created on first use
+        inside the event loop."""
         if served.batcher is None:
+            def on_solve(key: SolveKey, rows: int, stats) -> None:
+                observe_solve(served.name, key.endpoint, rows, stats)
             served.batcher = MicroBatcher(served.model, self.settings.max_batch_rows, self.settings.slice_rows,
-                                          on_solve, enabled=self.settings.batching)
+                                          on_solve, enabled=self.settings.batching,
+                                          solver_threads=self.settings.solver_threads)
         return served.batcher
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ from . import store
 from .batching import SolveKey
 from .config import current
 from .errors import ServiceError, error_response, json_errors, solve_error
-from .metrics import PROJECTED_CHIP_LATENCY, REQUESTS, SAMPLES, observe_solve
+from .metrics import PROJECTED_CHIP_LATENCY, REQUESTS, SAMPLES
 from .middleware import LimitsMiddleware
 from .registry import Registry, ServedModel
 from .schemas import LogprobRequest, LogprobResponse, SampleRequest, SampleResponse
@@ -115,11 +115,7 @@ class KirchhoffNetService:
             solver = solver.model_copy(update={"max_wall_s": timeout_s})
         REQUESTS.labels(served.name, endpoint).inc()
         SAMPLES.labels(served.name, endpoint).inc(x.shape[0])
-
-        def on_solve(key: SolveKey, rows: int, stats) -> None:
-            observe_solve(served.name, key.endpoint, rows, stats)
-
-        out = await self.registry.batcher(served, on_solve).submit(SolveKey(endpoint, want_logp, solver), x)
+        out = await self.registry.batcher(served).submit(SolveKey(endpoint, want_logp, solver), x)
         if not out.stats.ok:
             raise solve_error(out.stats, served.name)
         return out

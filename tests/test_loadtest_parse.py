@@ -83,3 +83,13 @@ def test_nearest_rank_percentile():
     xs = [5.0, 1.0, 4.0, 2.0, 3.0]
     assert percentile(xs, 50) == 3.0 and percentile(xs, 99) == 5.0 and percentile(xs, 20) == 1.0
     assert percentile([], 50) is None
+
+
+def test_keep_families_stays_parseable_and_complete():
+    text = (DATA / "metrics_after.txt").read_text()
+    kept = prom.keep_families(text)
+    assert len(kept) < len(text) and "bentoml_service_request_total" not in kept
+    full, small = prom.parse(text), prom.parse(kept)
+    assert {k: v for k, v in full.items() if k[0].startswith("knet_")} == \
+        {k: v for k, v in small.items() if k[0].startswith("knet_")}
+    assert prom.in_progress(small) == 0.0 and prom.in_progress({}) is None

@@ -9,10 +9,10 @@ import torch
 
 from helpers import tiny_checkpoint, tiny_model
 from models.checkpoint import WEIGHTS_FILE, CheckpointError, content_hash
+from models.solvers import Status
 from service.batching import MicroBatcher, SolveKey, solve
 from service.config import ServiceSettings
 from service.errors import STATUS_HTTP
-from models.solvers import Status
 
 
 def test_settings_defaults_and_env_overrides():

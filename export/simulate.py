@@ -23,6 +23,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -37,11 +38,11 @@ from .spice import run_deck
 REFERENCE_SOLVER = SolverConfig(method="dopri5", rtol=1e-9, atol=1e-10, max_steps=1_000_000, max_wall_s=600.0)
 # ngspice CPU cost model, fitted to `python -m export.scaling` and the zoo (docs/export.md):
 # CPU ≈ sources × time points × µs per source-point; the time points (~1200 per unit of
-# model time at the default tolerances) hardly depend on the layer count, and the cost per
+# model time at the default tolerances, 1631 for the digits-sized circuit) hardly depend on the layer count, and the cost per
 # source-point grows with the node count (denser matrix rows) and is ~3× higher for the
 # divergence sources of the log-density decks.
-POINTS_PER_TIME_UNIT = 1200
-US_PER_SOURCE_POINT = {"sample": (2.0, 0.12, 9.0), "logprob": (6.0, 0.5, 16.0)}  # (base, per node, cap)
+POINTS_PER_TIME_UNIT = 1500
+US_PER_SOURCE_POINT = {"sample": (2.0, 0.12, 12.0), "logprob": (6.0, 0.5, 18.0)}  # (base, per node, cap)
 PROCESS_OVERHEAD_S = 0.05
 
 
@@ -69,6 +70,7 @@ class SimulationReport:
     simulated_time_s: float
     ngspice_wall_s: float
     ngspice_cpu_s: float
+    ngspice_elapsed_s: float
     ngspice_runs: int
     reference_wall_s: float
     variants: list[str]
@@ -87,6 +89,7 @@ class SimulationReport:
             "errors": [asdict(r) for r in self.rows],
             "projected_latency_s": self.projected_latency_s, "simulated_time_s": self.simulated_time_s,
             "ngspice_wall_s": self.ngspice_wall_s, "ngspice_cpu_s": self.ngspice_cpu_s,
+            "ngspice_elapsed_s": self.ngspice_elapsed_s,
             "ngspice_runs": self.ngspice_runs,
             "reference_wall_s": self.reference_wall_s, "skipped": self.skipped,
         }
@@ -102,8 +105,8 @@ class SimulationReport:
             f"inputs: {self.n}   mode: {self.mode}   ngspice runs: {self.ngspice_runs}",
             f"projected chip latency (T*tau + DAC + ADC): {self.projected_latency_s:.4g} s",
             f"simulated circuit time per run (T*tau):      {self.simulated_time_s:.4g} s",
-            f"ngspice wall time (all runs):                {self.ngspice_wall_s:.3f} s "
-            f"(CPU {self.ngspice_cpu_s:.3f} s)",
+            f"ngspice wall time (sum over runs):           {self.ngspice_wall_s:.3f} s "
+            f"(CPU {self.ngspice_cpu_s:.3f} s, elapsed {self.ngspice_elapsed_s:.3f} s)",
             f"reference solve wall time (float64 dopri5):  {self.reference_wall_s:.3f} s",
         ]
         return "\n".join(lines)
@@ -154,7 +157,7 @@ def _require(stats, what: str) -> None:
 
 def simulate(model: KirchhoffNet, n: int = 16, seed: int = 0, variants: list[str] | None = None,
              mode: str = "per-input", chunk: int = 4, timeout_s: float = 600.0, max_seconds: float = 900.0,
-             force: bool = False, options: SpiceOptions = SpiceOptions(),
+             force: bool = False, options: SpiceOptions = SpiceOptions(), jobs: int = 1,
              progress: Callable[[int], None] | None = None) -> SimulationReport:
     """Simulate the exported netlists for ``n`` inputs and compare with the model.
 
@@ -164,6 +167,7 @@ def simulate(model: KirchhoffNet, n: int = 16, seed: int = 0, variants: list[str
         max_seconds: refuse (:class:`TooLarge`) when the projected ngspice CPU time of the
             whole job exceeds this, unless ``force``.
         timeout_s: limit per ngspice process.
+        jobs: ngspice processes run at once (threads waiting on subprocesses).
         progress: called with the number of inputs finished after each run.
 
     Raises:
@@ -171,6 +175,8 @@ def simulate(model: KirchhoffNet, n: int = 16, seed: int = 0, variants: list[str
     """
     if n < 1:
         raise ValueError("-n must be >= 1")
+    if jobs < 1:
+        raise ValueError("--jobs must be >= 1")
     if mode not in ("batch", "per-input"):
         raise ValueError("mode must be 'batch' or 'per-input'")
     wanted = list(variants or VARIANTS)
@@ -202,25 +208,27 @@ def simulate(model: KirchhoffNet, n: int = 16, seed: int = 0, variants: list[str
     v0 = model.spec.hardware.voltage_scale_v
     rows: list[ErrorRow] = []
     wall, cpu, n_runs = 0.0, 0.0, 0
+    started = time.perf_counter()
     for variant in wanted:
         inputs = ref["reverse_inputs"]["x"] if variant == "reverse" else z
         sims = {q: torch.empty_like(t) for q, t in ref[variant].items()}
-        for start in range(0, n, per_deck):
-            rows_in = inputs[start:start + per_deck]
-            deck = build_deck(model, variant, rows_in, options=options, measures=False)
-            result = run_deck(deck, timeout_s=timeout_s)
-            wall += result.wall_s
-            cpu += result.cpu_s
-            n_runs += 1
-            for r in deck.readouts:
-                value = result.values[r.label] / v0
-                row = start + r.copy
-                if r.quantity == "logp":
-                    sims["log q" if variant == "logprob" else "log p"][row, 0] = value
-                else:
-                    sims["z" if variant == "reverse" else "x"][row, int(r.quantity[1:]) - 1] = value
-            if progress is not None:
-                progress(len(rows_in))
+        decks = [(start, build_deck(model, variant, inputs[start:start + per_deck], options=options, measures=False))
+                 for start in range(0, n, per_deck)]
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            results = pool.map(lambda sd: run_deck(sd[1], timeout_s=timeout_s), decks)
+            for (start, deck), result in zip(decks, results):
+                wall += result.wall_s
+                cpu += result.cpu_s
+                n_runs += 1
+                for r in deck.readouts:
+                    value = result.values[r.label] / v0
+                    row = start + r.copy
+                    if r.quantity == "logp":
+                        sims["log q" if variant == "logprob" else "log p"][row, 0] = value
+                    else:
+                        sims["z" if variant == "reverse" else "x"][row, int(r.quantity[1:]) - 1] = value
+                if progress is not None:
+                    progress(deck.meta["copies"])
         for q, ref_t in ref[variant].items():
             err = (sims[q] - ref_t).abs().max().item()
             scale = ref_t.abs().max().item()
@@ -228,4 +236,5 @@ def simulate(model: KirchhoffNet, n: int = 16, seed: int = 0, variants: list[str
     return SimulationReport(
         model=model.spec.name, n=n, mode=mode, rows=rows, projected_latency_s=projected_latency_s(model.spec),
         simulated_time_s=model.spec.end_time * model.spec.hardware.tau_s, ngspice_wall_s=wall, ngspice_cpu_s=cpu,
+        ngspice_elapsed_s=time.perf_counter() - started,
         ngspice_runs=n_runs, reference_wall_s=ref_wall, variants=wanted, skipped=skipped)

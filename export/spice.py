@@ -8,7 +8,7 @@ deck ``.save``s only the read-out nodes, so the raw file stays small.
 """
 from __future__ import annotations
 
-import resource
+import os
 import shutil
 import subprocess
 import tempfile
@@ -86,6 +86,31 @@ def parse_raw(data: bytes) -> tuple[list[str], np.ndarray]:
     return names, values.reshape(n_points, n_vars)
 
 
+def _run(exe: str, work: Path, timeout_s: float) -> tuple[int, float]:
+    """Run ngspice in ``work`` (log to ngspice.log); (exit code, CPU seconds of that child).
+
+    The child is reaped with ``os.wait4`` so its own CPU time is known even when several
+    runs go on in parallel threads (RUSAGE_CHILDREN would mix them).
+    """
+    with open(work / "ngspice.log", "wb") as log:
+        proc = subprocess.Popen([exe, "-b", "-r", "out.raw", "deck.cir"], cwd=work, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout_s
+    delay = 0.002
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage.ru_utime + usage.ru_stime
+        if time.monotonic() > deadline:
+            proc.kill()
+            os.wait4(proc.pid, 0)
+            proc.returncode = -9
+            raise SpiceError(f"ngspice did not finish within {timeout_s:g} s")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.05)
+
+
 def run_deck(deck: Deck, timeout_s: float = 600.0, keep_dir: Path | None = None) -> SpiceRun:
     """Simulate ``deck`` with ngspice and return the read-outs at its end time.
 
@@ -100,24 +125,18 @@ def run_deck(deck: Deck, timeout_s: float = 600.0, keep_dir: Path | None = None)
         work = Path(tmp)
         (work / "deck.cir").write_text(deck.render())
         started = time.perf_counter()
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        try:
-            proc = subprocess.run([exe, "-b", "-r", "out.raw", "deck.cir"], cwd=work, capture_output=True,
-                                  timeout=timeout_s, text=True)
-        except subprocess.TimeoutExpired:
-            raise SpiceError(f"ngspice did not finish within {timeout_s:g} s") from None
+        returncode, cpu = _run(exe, work, timeout_s)
         wall = time.perf_counter() - started
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        log_text = (work / "ngspice.log").read_text(errors="replace")
         if keep_dir is not None:
             keep_dir.mkdir(parents=True, exist_ok=True)
             shutil.copy(work / "deck.cir", keep_dir / "deck.cir")
-            (keep_dir / "ngspice.log").write_text(proc.stdout + proc.stderr)
+            (keep_dir / "ngspice.log").write_text(log_text)
         raw = work / "out.raw"
-        log = (proc.stdout + proc.stderr).strip().splitlines()
-        if proc.returncode != 0 or not raw.is_file():
+        log = log_text.strip().splitlines()
+        if returncode != 0 or not raw.is_file():
             tail = " | ".join(line for line in log if "rror" in line or "arning" in line)[-600:] or " | ".join(log[-5:])
-            raise SpiceError(f"ngspice failed (exit {proc.returncode}): {tail}")
+            raise SpiceError(f"ngspice failed (exit {returncode}): {tail}")
         names, table = parse_raw(raw.read_bytes())
     if not len(table):
         raise SpiceError("ngspice wrote no time points")

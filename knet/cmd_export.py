@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one ngspice run per input (default, measured faster) or several copies per deck")
     p.add_argument("--chunk", type=int, default=4, help="copies per deck in batch mode")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per ngspice run")
+    p.add_argument("--jobs", type=int, default=1, help="ngspice runs in parallel (default 1)")
     p.add_argument("--max-seconds", type=float, default=900.0,
                    help="refuse when the projected ngspice CPU time exceeds this (default 900)")
     p.add_argument("--force", action="store_true", help="simulate even when projected to exceed --max-seconds")
@@ -110,7 +111,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
               disable=not sys.stderr.isatty()) as bar:
         try:
             report = simulate(model, n=args.n, seed=args.seed, variants=variants, mode=args.mode, chunk=args.chunk,
-                              timeout_s=args.timeout, max_seconds=args.max_seconds, force=args.force,
+                              timeout_s=args.timeout, max_seconds=args.max_seconds, force=args.force, jobs=args.jobs,
                               progress=bar.update)
         except SpiceError as err:
             raise UserError(str(err)) from None

@@ -118,9 +118,11 @@ class CalibrationRecord(_Frozen):
     Errors are max absolute errors over the calibration points, of x (model volts) and of
     log p (nats), against ``reference`` (float64, tight tolerance); the engine runs RK4 in
     ``dtype`` with ``steps_per_layer``. ``baseline_error_*`` is the error of the published
-    method (dopri5, rtol = atol = 1e-4, float32) on the same points, the smaller of its
-    one-batch and single-request figures; ``target_x``/``target_logp`` = ``safety`` × that,
-    capped by ``tolerance_cap`` if given (see ``models.calibration``).
+    method (dopri5, rtol = atol = 1e-4, float32) on the same points solved as one batch,
+    ``baseline_single_error_*`` on the first ``single_requests`` points solved one by one;
+    each ``*target*`` = ``safety`` × its baseline figure, capped by ``tolerance_cap`` if
+    given; ``error_*`` (all points) and ``single_error_*`` (first rows) are ours
+    (see ``models.calibration``).
     """
 
     steps_per_layer: tuple[int, ...]
@@ -136,6 +138,13 @@ class CalibrationRecord(_Frozen):
     error_logp: float = Field(ge=0)
     baseline_error_x: float = Field(ge=0)
     baseline_error_logp: float = Field(ge=0)
+    single_requests: int = 0  # first rows also checked as one-row requests
+    single_target_x: float | None = None
+    single_target_logp: float | None = None
+    single_error_x: float | None = None
+    single_error_logp: float | None = None
+    baseline_single_error_x: float | None = None
+    baseline_single_error_logp: float | None = None
 
 
 class CircuitSpec(_Frozen):

@@ -153,7 +153,9 @@ def evaluate(L: FastLayer, S: Tensor, buf: Tensor, with_div: bool) -> Tensor:
     e = L.n_edges
     zb, sb = buf[:e], buf[e:2 * e]
     if L.form == "dense":
-        torch.mm(L.Wz, S, out=zb)  # bias included: S[0] = 1 (a broadcast addmm is ~2× slower)
+        # bias included via S[0] = 1: a broadcast addmm, or broadcast multiply-adds for 2 nodes,
+        # are 1.5–2× slower than this K ≤ N+2 GEMM
+        torch.mm(L.Wz, S, out=zb)
         _activate(L, zb, sb if with_div else None)
         if with_div:
             return torch.mm(L.Wo, buf)  # buf's last row is ones

@@ -17,6 +17,8 @@ def test_calibrated_steps_meet_target_on_fresh_points():
     model = tiny_model(repeat=3, init_scale=1.0).float()
     rec = calibration.calibrate(model, points=64, single_requests=4)
     assert rec.error_x <= rec.target_x and rec.error_logp <= rec.target_logp
+    assert rec.single_requests == 4 and rec.single_error_x <= rec.single_target_x
+    assert rec.single_error_logp <= rec.single_target_logp
     assert len(rec.steps_per_layer) == 2
     # on points it never saw, the engine stays within the published method's error
     ref = calibration.tight_reference(model, torch.randn(64, 2, dtype=torch.float64,

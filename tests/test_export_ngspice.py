@@ -99,3 +99,11 @@ def test_knet_export_writes_the_artifact_bytes(tmp_path, capsys):
     capsys.readouterr()
     assert main(["export", "params", str(tmp_path / "nowhere"), "--out", str(tmp_path / "p")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.ngspice
+@needs_ngspice
+def test_a_run_past_its_timeout_is_killed_with_a_clear_error():
+    from export.netlist import build_deck
+    with pytest.raises(SpiceError, match="did not finish within 0.001 s"):
+        spice.run_deck(build_deck(tiny_model(layers=3), "logprob"), timeout_s=0.001)

@@ -38,14 +38,19 @@ def scrape(base_url: str, timeout_s: float = 5.0) -> tuple[str, Samples]:
     return r.text, parse(r.text)
 
 
-def keep_families(text: str, prefixes: tuple[str, ...] = ("knet_", "bentoml_service_request_in_progress")) -> str:
+def keep_families(text: str, prefixes: tuple[str, ...] = ("knet_", "bentoml_service_request_in_progress"),
+                  model: str | None = None) -> str:
     """The exposition ``text`` restricted to metric families whose names start with ``prefixes``
-    (their HELP/TYPE comments included): still valid Prometheus text, a fraction of the size."""
+    (their HELP/TYPE comments included) and, given ``model``, to series of that model or with no
+    model label: still valid Prometheus text, a fraction of the size."""
     out = []
     for line in text.splitlines():
         name = line.split()[2] if line.startswith("# ") and len(line.split()) > 2 else line
-        if name.startswith(prefixes):
-            out.append(line)
+        if not name.startswith(prefixes):
+            continue
+        if model is not None and not line.startswith("#") and 'model="' in line and f'model="{model}"' not in line:
+            continue
+        out.append(line)
     return "\n".join(out) + "\n"
 
 

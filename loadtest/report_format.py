@@ -18,7 +18,9 @@ def fmt_ratio(x: float | None) -> str:
     if x is None:
         return "–"
     e = math.floor(math.log10(x)) if x > 0 else 0
-    return f"{x:.3g}×" if abs(e) < 4 else f"{x / 10 ** e:.2f}·10^{e}×"
+    if abs(e) >= 4:
+        return f"{x / 10 ** e:.2f}·10^{e}×"
+    return f"{x:,.0f}×" if x >= 100 else f"{x:.3g}×"
 
 
 def fmt_num(x: float | None, digits: int = 3) -> str:

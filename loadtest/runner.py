@@ -208,9 +208,9 @@ def run_step(step: Step, ctx: RunContext, body_path: Path, chip: circuit.Circuit
         "gpu_j_per_sample": (sampler.energy_j() / (client["ok_requests"] * sc.rows)
                              if sampler.energy_j() and client["ok_requests"] else None),
     }
-    # the knet_* families (and BentoML's in-progress gauge) only: what the report uses
-    (ctx.raw_dir / f"step{index:03d}_metrics_before.txt").write_text(prom.keep_families(before_text))
-    (ctx.raw_dir / f"step{index:03d}_metrics_after.txt").write_text(prom.keep_families(after_text))
+    # the knet_* series of this step's model (and BentoML's in-progress gauge): what the report uses
+    for when, text in (("before", before_text), ("after", after_text)):
+        (ctx.raw_dir / f"step{index:03d}_metrics_{when}.txt").write_text(prom.keep_families(text, model=sc.model))
     return row
 
 
@@ -260,7 +260,7 @@ def run_plan(plan: Plan, ctx: RunContext) -> dict:
     def body_for(sc: Scenario) -> Path:
         if sc.key not in bodies:
             path = ctx.raw_dir / f"body_{sc.model}_{sc.endpoint}_{sc.rows}.json"
-            data = json.dumps(request_body(sc, points.get(sc.model), plan.with_logprob)).encode()
+            data = json.dumps(request_body(sc, points.get(sc.model), plan.with_logprob), separators=(",", ":")).encode()
             path.write_bytes(data)
             warm_up(ctx.url, sc, data, plan.warmup_requests)
             bodies[sc.key] = path

@@ -51,7 +51,10 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 def weights_bytes(model: KirchhoffNet) -> bytes:
     tensors = {f"layer{i}.{k}": v.contiguous() for i, p in enumerate(model.raw_params()) for k, v in p.items()}
-    return st_save(tensors, metadata={"name": model.spec.name, "version": model.spec.version})
+    # one metadata key: safetensors writes a multi-key map in per-process hash order, which
+    # would make the bytes (and the content hash) of the same model differ between runs
+    meta = json.dumps({"name": model.spec.name, "version": model.spec.version}, sort_keys=True)
+    return st_save(tensors, metadata={"knet": meta})
 
 
 def circuit_bytes(spec: CircuitSpec) -> bytes:

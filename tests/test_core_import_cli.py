@@ -120,3 +120,13 @@ def test_cli_bad_input_is_one_clear_line(tmp_path, args, stdin, message):
     r = knet(*(a.format(ck=ck) for a in args), stdin=stdin)
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_checkpoint_bytes_are_identical_across_processes(tmp_path):
+    code = ("import sys; sys.path.insert(0, 'tests'); from helpers import tiny_checkpoint; "
+            "from pathlib import Path; tiny_checkpoint(Path(sys.argv[1]), seed=2)")
+    digests = set()
+    for k in range(3):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / f"ck{k}")], cwd=ROOT, check=True, timeout=120)
+        digests.add(content_hash(tmp_path / f"ck{k}"))
+    assert len(digests) == 1

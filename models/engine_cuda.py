@@ -12,6 +12,7 @@ compares graph replays with the eager engine and runs wherever CUDA exists.
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import torch
@@ -21,6 +22,7 @@ from .engine import FastLayer, rk4_layer
 from .solvers import Budget, SolveStats, Status
 
 BUCKETS = (1, 8, 64, 512, 4096, 16384, 65536)
+_GRAPH_LOCK = threading.Lock()
 
 
 class GraphedSolve:
@@ -81,19 +83,23 @@ def integrate_graphed(cache: dict, layers: list[FastLayer], durations: list[floa
         return None  # the eager engine reports MAX_STEPS at the right point
     started = time.perf_counter()
     key = (bucket, reverse, with_div, tuple(steps))
-    solve = cache.get(key)
     n = v.shape[1]
-    if solve is None:
-        solve = cache[key] = GraphedSolve(layers, durations, steps, n, bucket, reverse, with_div,
-                                          v.dtype, v.device)
     S = v.new_zeros(n + 2, v.shape[0])
     S[0] = 1.0  # the bias row (models.engine)
     S[1:n + 1] = v.t()
-    out = solve(S)
-    v_end = out[1:n + 1].t().contiguous()
-    ell = out[n + 1].clone() if with_div else None
     stats = SolveStats(nfe=4 * total, steps=total)
-    if not bool(torch.isfinite(out).all()):
+    # graphs replay into shared static buffers: the service solves from several threads, so
+    # capture, replay and the copy out of the static output happen under one lock
+    with _GRAPH_LOCK:
+        solve = cache.get(key)
+        if solve is None:
+            solve = cache[key] = GraphedSolve(layers, durations, steps, n, bucket, reverse, with_div,
+                                              v.dtype, v.device)
+        out = solve(S)
+        v_end = out[1:n + 1].t().contiguous()
+        ell = out[n + 1].clone() if with_div else None
+        finite = bool(torch.isfinite(out).all())
+    if not finite:
         stats.status, stats.message = Status.NONFINITE, "non-finite voltages"
     stats.wall_s = time.perf_counter() - started
     return v_end, ell, stats

@@ -15,13 +15,12 @@ same circuit from the same inputs.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor
 
 from models.devices import activation
-from models.flow import KirchhoffNet
+from models.flow import KirchhoffNet, standard_normal_log_prob
 
 PUBLISHED_RTOL = 1e-4
 PUBLISHED_ATOL = 1e-4
@@ -87,13 +86,10 @@ class PublishedBaseline:
         """``z (batch, d)`` → ``(x (batch, d), log q(x) (batch,))``."""
         z = z.to(device=self.device, dtype=self.dtype)
         x, delta = self._solve(z, reverse=False)
-        return x, _log_normal(z) + delta
+        return x, standard_normal_log_prob(z) + delta
 
     def log_prob(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``x (batch, d)`` → ``(z (batch, d), log p(x) (batch,))``: integrates T → 0."""
         z, delta = self._solve(x.to(device=self.device, dtype=self.dtype), reverse=True)
-        return z, _log_normal(z) - delta
+        return z, standard_normal_log_prob(z) - delta
 
-
-def _log_normal(z: Tensor) -> Tensor:
-    return -0.5 * (z * z).sum(1) - 0.5 * z.shape[1] * math.log(2 * math.pi)

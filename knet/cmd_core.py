@@ -151,11 +151,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("runs") / cfg.name)
     out.mkdir(parents=True, exist_ok=True)
     distributed = dist.is_torchelastic_launched()
-    rank = int(dist.get_rank()) if distributed and dist.is_initialized() else 0
     model, history = train(cfg, out, resume=not args.no_resume, distributed=distributed)
-    if distributed:
-        rank = dist.get_rank()
-    if rank != 0:
+    if distributed and dist.get_rank() != 0:
         return 0
     if Path(args.config).resolve() != (out / "config.yaml").resolve():
         shutil.copyfile(args.config, out / "config.yaml")

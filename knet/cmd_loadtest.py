@@ -108,8 +108,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     if not args.render_only and importlib.util.find_spec("locust") is None:
         raise UserError("locust is not installed; install it with: pip install -e '.[loadtest]'")
     service_settings = ServiceSettings.from_env()
-    device = service_settings.torch_device
-    device = device() if callable(device) else device  # a method in service.config (property earlier)
+    device = service_settings.torch_device()
     out = (args.out or REPO_ROOT / "reports" / ("gpu" if device.startswith("cuda") else "cpu")).resolve()
     if args.render_only:
         print(report.rerender(out))

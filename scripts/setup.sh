@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh machine: system packages, a project virtualenv, the package.
-# Sourced by scripts/serve.sh and scripts/test.sh; safe to run again (it skips what is there).
+# Sourced by scripts/serve.sh and .ci/run; safe to run again (it skips what is there).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

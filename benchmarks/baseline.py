@@ -15,7 +15,6 @@ same circuit from the same inputs.
 """
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 

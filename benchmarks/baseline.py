@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from models.devices import activation
+from models.errors import UserInputError
 from models.flow import KirchhoffNet, standard_normal_log_prob
 
 PUBLISHED_RTOL = 1e-4
@@ -35,7 +36,7 @@ class PublishedBaseline:
 
     def __init__(self, model: KirchhoffNet, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
         if not model.spec.bijective:
-            raise ValueError("the published method needs data_dim nodes in every layer")
+            raise UserInputError("the published method needs data_dim nodes in every layer")
         self.spec = model.spec
         self.dtype = dtype
         self.device = torch.device(device)

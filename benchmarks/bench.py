@@ -3,7 +3,7 @@
 For every model × kind (``sample`` with log q, ``logprob``) × batch it times both methods
 on the same inputs (medians after warm-up) and measures both against a float64,
 tight-tolerance (dopri5, 1e-9) solution of the same model. Run it as
-``knet bench`` or ``python -m benchmarks.bench``; it prints the environment and a table,
+``knet bench``; it prints the environment and a table,
 and writes CSV/JSON when asked. Speed targets are read off this output, never asserted.
 
 A model comes from the zoo (``models/zoo/<name>``) when it exists; otherwise it is freshly
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import os
@@ -31,9 +32,10 @@ from benchmarks.baseline import PublishedBaseline
 from models import calibration
 from models.checkpoint import load_model
 from models.config import TrainConfig
+from models.errors import UserInputError
 from models.flow import KirchhoffNet
 
-ROOT = Path(__file__).resolve().parent.parent
+SOURCE_ROOT = Path(__file__).resolve().parent.parent  # a source checkout's root (configs/ lives there)
 DEFAULT_MODELS = ("twomoon", "potential1", "digits")
 DEFAULT_BATCHES = (1, 64, 1024, 16384)
 KINDS = ("sample", "logprob")
@@ -110,8 +112,7 @@ def environment() -> dict:
 def bench_model(name: str, progress: Callable[[str], None] = print) -> tuple[KirchhoffNet, str]:
     """The model to benchmark (float32) and where it came from. Fresh models are
     calibrated here, so 'ours' always runs with calibrated steps."""
-    from models.zoo import ZOO_DIR
-    from models.zoo import resolve
+    from models.zoo import ZOO_DIR, resolve
     zoo_dir = ZOO_DIR / name
     try:
         directory = resolve(name)
@@ -126,7 +127,7 @@ def bench_model(name: str, progress: Callable[[str], None] = print) -> tuple[Kir
             source += ", calibrated in this run"
         return model, source
     from models.train import build_spec
-    cfg_path = ROOT / "configs" / f"{name}.yaml"
+    cfg_path = SOURCE_ROOT / "configs" / f"{name}.yaml"
     if cfg_path.is_file():
         import yaml
         cfg = TrainConfig(**yaml.safe_load(cfg_path.read_text()))
@@ -135,7 +136,7 @@ def bench_model(name: str, progress: Callable[[str], None] = print) -> tuple[Kir
         cfg = TrainConfig(**BUILTIN_CONFIGS[name])
         source = "fresh init, built-in spec"
     else:
-        raise ValueError(f"unknown model {name!r}: not in the zoo, no configs/{name}.yaml, no built-in spec")
+        raise UserInputError(f"unknown model {name!r}: not in the zoo, no configs/{name}.yaml, no built-in spec")
     model = KirchhoffNet(build_spec(cfg), init_scale=cfg.architecture.init_scale, seed=cfg.seed)
     model.requires_grad_(False)
     progress(f"{name}: not in the zoo yet; {source}; calibrating RK4 steps")
@@ -163,6 +164,10 @@ def _time(fn: Callable[[], object], budget_s: float, max_repeats: int, min_repea
         cpu.append(time.process_time() - c)
         spent += times[-1]
     return statistics.median(times) * 1e3, statistics.median(cpu) * 1e3, len(times), out
+
+
+def _sample_from_latents(model: KirchhoffNet, z: torch.Tensor):
+    return model.sample(0, z=z)
 
 
 def _err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -202,7 +207,7 @@ def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_bu
             x_in = ref.x.repeat(math.ceil(batch / n_ref), 1)[:batch]
             for kind in kinds:
                 if kind == "sample":
-                    ours_fn = lambda inp: model.sample(0, z=inp)  # noqa: E731
+                    ours_fn = functools.partial(_sample_from_latents, model)
                     base_fn = base.sample
                     inputs, want_x, want_lp = z_all, ref.x, ref.logp
                 else:
@@ -211,7 +216,8 @@ def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_bu
                     inputs, want_x, want_lp = ref.x, ref.z, ref.logp
                 inp = inputs[:1] if batch == 1 else (z if kind == "sample" else x_in)
                 with torch.no_grad():
-                    ours_ms, ours_cpu, ours_n, res = _time(lambda: ours_fn(inp), ours_budget_s, 200, 3, 2, sync)
+                    timed = functools.partial(ours_fn, inp)
+                    ours_ms, ours_cpu, ours_n, res = _time(timed, ours_budget_s, 200, 3, 2, sync)
                     outs = [ours_fn(inputs[i:i + 1]) for i in range(n_ref)] if batch == 1 else [res]
                 ox = _err(torch.cat([o.x for o in outs]), want_x)
                 ol = _err(torch.cat([o.logp for o in outs]), want_lp)
@@ -228,8 +234,8 @@ def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_bu
                 else:
                     progress(f"{name} {kind} batch {batch}: published baseline")
                     base.nfe = 0
-                    b_ms, b_cpu, b_n, b_out = _time(lambda: base_fn(inp), baseline_budget_s, baseline_max_repeats, 1, 0,
-                                                    sync)
+                    b_ms, b_cpu, b_n, b_out = _time(functools.partial(base_fn, inp), baseline_budget_s,
+                                                    baseline_max_repeats, 1, 0, sync)
                     b_nfe = base.nfe // b_n
                     b_outs = [base_fn(inputs[i:i + 1]) for i in range(n_ref)] if batch == 1 else [b_out]
                     bx = _err(torch.cat([o[0] for o in b_outs]), want_x)
@@ -307,11 +313,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device for both methods, e.g. cuda")
 
 
-def main_from_args(args: argparse.Namespace) -> int:
+def run_from_args(args: argparse.Namespace) -> int:
+    """``knet bench``: run the flags' benchmark, print the table (or JSON); returns the exit code."""
     if any(b < 1 for b in args.batches):
-        raise ValueError("batch sizes must be >= 1")
+        raise UserInputError("batch sizes must be >= 1")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("CUDA requested but torch sees no GPU")
+        raise UserInputError("CUDA requested but torch sees no GPU")
     env = environment()
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     log("environment: " + ", ".join(f"{k}={v}" for k, v in env.items()))
@@ -327,15 +334,3 @@ def main_from_args(args: argparse.Namespace) -> int:
     else:
         print(format_table(rows))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    from knet import settings
-    settings.apply()  # threads (KNET_THREADS, default 1)
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
-    add_args(p)
-    return main_from_args(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Measure each engine lever on its own (``python -m benchmarks.levers``).
+"""Measure each engine lever on its own (``knet bench-levers``).
 
 Prints one line per lever with the median CPU time (``time.process_time``: on a shared
 machine it is steadier than wall time) of a full solve or of one evaluation, on freshly
@@ -12,8 +12,7 @@ import time
 
 import torch
 
-from benchmarks.bench import BUILTIN_CONFIGS
-from models import engine, engine_small
+from benchmarks.bench import BUILTIN_CONFIGS, SOURCE_ROOT
 from models.circuit import autograd_divergence
 from models.config import SolverConfig, TrainConfig
 from models.flow import KirchhoffNet
@@ -21,9 +20,8 @@ from models.train import build_spec
 
 
 def _model(name: str) -> KirchhoffNet:
-    from benchmarks.bench import ROOT
     import yaml
-    path = ROOT / "configs" / f"{name}.yaml"
+    path = SOURCE_ROOT / "configs" / f"{name}.yaml"
     cfg = TrainConfig(**(yaml.safe_load(path.read_text()) if path.is_file() else BUILTIN_CONFIGS[name]))
     model = KirchhoffNet(build_spec(cfg), init_scale=cfg.architecture.init_scale, seed=cfg.seed)
     return model.requires_grad_(False)
@@ -39,12 +37,13 @@ def cpu_ms(fn, repeats: int = 5) -> float:
     return statistics.median(times) * 1e3
 
 
-def main(argv: list[str] | None = None) -> int:
-    from knet import settings
-    settings.apply()
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of compile)")
-    args = p.parse_args(argv)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Print one line per lever (CPU ms, median); returns the exit code."""
+    from models import engine, engine_small  # engine internals, imported only when measured
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; CPU ms (median)")
     rk4 = SolverConfig(method="rk4", steps_per_layer=8)
 
@@ -52,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     op = m.layers[0].operator("dense")
     for batch in (1, 1024):
         v = torch.randn(batch, 2)
-        print(f"twomoon one evaluation, batch {batch}: autograd trace {cpu_ms(lambda: autograd_divergence(op, v)):.3f}"
-              f" | closed form (core) {cpu_ms(lambda: op.rhs_and_divergence(v)):.3f}")
+        trace_ms = cpu_ms(lambda v=v: autograd_divergence(op, v))
+        closed_ms = cpu_ms(lambda v=v: op.rhs_and_divergence(v))
+        print(f"twomoon one evaluation, batch {batch}: autograd trace {trace_ms:.3f}"
+              f" | closed form (core) {closed_ms:.3f}")
     z = torch.randn(1024, 2)
     zb = torch.randn(1024, 300)
     print(f"activation on 1024x300 float32: tanh {cpu_ms(lambda: torch.tanh(zb)):.3f} | sigmoid "
@@ -67,24 +68,27 @@ def main(argv: list[str] | None = None) -> int:
     for block in (10**12, old):
         engine.CPU_BLOCK_BYTES = block
         zz = torch.randn(16384, 2)
-        label = "unblocked" if block > old else f"blocked ({engine.chunk_rows(engine.prepared_layers(m, False), 4)} rows)"
-        print(f"twomoon engine batch 16384 {label}: {cpu_ms(lambda: m.integrate(zz, rk4), 1):.1f}")
+        rows = engine.chunk_rows(engine.prepared_layers(m, False), 4)
+        label = "unblocked" if block > old else f"blocked ({rows} rows)"
+        print(f"twomoon engine batch 16384 {label}: {cpu_ms(lambda zz=zz: m.integrate(zz, rk4), 1):.1f}")
     engine.CPU_BLOCK_BYTES = old
     m64 = _model("twomoon").double()
     print(f"twomoon engine batch 1024 float64: {cpu_ms(lambda: m64.integrate(z.double(), rk4), 3):.1f}")
     for batch in (1, 4, 16, 32, 64):
         v = torch.randn(batch, 2)
-        print(f"twomoon batch {batch}: NumPy small path {cpu_ms(lambda: engine.integrate(m, v, rk4, small=True), 20):.3f}"
-              f" | torch path {cpu_ms(lambda: engine.integrate(m, v, rk4, small=False), 20):.3f}")
+        small_ms = cpu_ms(lambda v=v: engine.integrate(m, v, rk4, small=True), 20)
+        torch_ms = cpu_ms(lambda v=v: engine.integrate(m, v, rk4, small=False), 20)
+        print(f"twomoon batch {batch}: NumPy small path {small_ms:.3f} | torch path {torch_ms:.3f}")
 
     d = _model("digits")
     for batch in (1, 16, 64, 1024):
         x = torch.randn(batch, 64)
         r = 3 if batch < 1024 else 1
-        print(f"digits RK4 8 steps/layer batch {batch}: dense {cpu_ms(lambda: engine.integrate(d, x, rk4, form='dense', small=False), r):.1f}"
-              f" | gather {cpu_ms(lambda: engine.integrate(d, x, rk4, form='gather', small=False), r):.1f}"
-              + (f" | NumPy small path {cpu_ms(lambda: engine.integrate(d, x, rk4, small=True), r):.1f}"
-                 if batch <= engine_small.SMALL_BATCH_MAX else ""))
+        dense = cpu_ms(lambda x=x: engine.integrate(d, x, rk4, form="dense", small=False), r)
+        gather = cpu_ms(lambda x=x: engine.integrate(d, x, rk4, form="gather", small=False), r)
+        small = (f" | NumPy small path {cpu_ms(lambda x=x: engine.integrate(d, x, rk4, small=True), r):.1f}"
+                 if batch <= engine_small.SMALL_BATCH_MAX else "")
+        print(f"digits RK4 8 steps/layer batch {batch}: dense {dense:.1f} | gather {gather:.1f}{small}")
 
     if args.compile:
         L = engine.prepared_layers(m, False)[0]
@@ -111,10 +115,6 @@ def main(argv: list[str] | None = None) -> int:
             compiled = torch.compile(layer, dynamic=False)
             compiled(S)
             print(f"torch.compile one twomoon layer (12 RK4 steps), batch {batch}: compile "
-                  f"{time.perf_counter() - t:.0f} s | compiled {cpu_ms(lambda: compiled(S), 5):.3f} | "
-                  f"eager {cpu_ms(lambda: layer(S), 5):.3f}")
+                  f"{time.perf_counter() - t:.0f} s | compiled {cpu_ms(lambda c=compiled, S=S: c(S), 5):.3f} | "
+                  f"eager {cpu_ms(lambda S=S: layer(S), 5):.3f}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

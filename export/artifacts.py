@@ -16,19 +16,21 @@ import hashlib
 import io
 import json
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from models.checkpoint import circuit_bytes, content_hash, load_model
 from models.flow import KirchhoffNet
-from models.hardware import projected_latency_s
+from models.hardware import projected_latency_s, settle_time_s
 
 from .netlist import FORMAT_VERSION, SpiceOptions, netlist_text
 from .onnx_graphs import graph_steps, onnx_graph
 from .params import UNITS, constants, params_csv, params_json, params_tensors
 from .readme import bundle_readme
+from .vacask import deck_text as vacask_text
+from .verilog_a import devices_file
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,14 @@ ARTIFACT_KINDS: dict[str, ArtifactKind] = {
                                     "SPICE netlist: z -> x plus the log q(x) accumulator"),
     "netlist-reverse": ArtifactKind("{name}-reverse.cir", "application/x-spice",
                                     "SPICE netlist: data x -> latent z and log p(x) (reverse time)"),
+    **{f"netlist-subckt-{v}": ArtifactKind(f"{{name}}-{v}-subckt.cir", "application/x-spice",
+                                           f"SPICE netlist ({v}), subcircuit style: one .subckt per device family")
+       for v in ("sample", "logprob", "reverse")},
+    "verilog-a": ArtifactKind("{name}-devices.va", "text/x-verilog",
+                              "Verilog-A device, divergence and DAC modules (compiled and run in VACASK)"),
+    **{f"vacask-{v}": ArtifactKind(f"{{name}}-{v}.sim", "text/plain",
+                                   f"VACASK netlist ({v}) using the compiled Verilog-A devices")
+       for v in ("sample", "logprob", "reverse")},
     "params-json": ArtifactKind("{name}-params.json", "application/json",
                                 "device parameter table, physical units (JSON)"),
     "params-csv": ArtifactKind("{name}-params.csv", "text/csv", "device parameter table, physical units (CSV)"),
@@ -74,10 +84,23 @@ ARTIFACT_KINDS: dict[str, ArtifactKind] = {
                                  "ONNX graph x -> (z, log p), fixed-step RK4"),
     "bundle": ArtifactKind("{name}-bundle.zip", "application/zip", "all of the above plus a README for hardware teams"),
 }
-LOG_DENSITY_KINDS = ("netlist-logprob", "netlist-reverse", "onnx-logprob")
+LOG_DENSITY_KINDS = ("netlist-logprob", "netlist-reverse", "onnx-logprob", "netlist-subckt-logprob",
+                     "netlist-subckt-reverse", "vacask-logprob", "vacask-reverse")
 BUNDLE_KINDS = ("netlist-sample", "netlist-logprob", "netlist-reverse", "params-json", "params-csv",
-                "params-tensors", "onnx-sample", "onnx-logprob")
+                "params-tensors", "onnx-sample", "onnx-logprob", "netlist-subckt-sample", "netlist-subckt-logprob",
+                "netlist-subckt-reverse", "verilog-a", "vacask-sample", "vacask-logprob", "vacask-reverse")
+BUNDLE_FOLDERS = {"verilog-a": "devices/"}  # kind -> folder inside the bundle
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+# analysis results written beside a checkpoint (`knet robustness`): kind → (file in the
+# checkpoint directory, how it is shipped); copied verbatim into downloads and the bundle when present
+CHECKPOINT_FILE_KINDS: dict[str, tuple[str, ArtifactKind]] = {
+    "robustness-json": ("robustness.json", ArtifactKind(
+        "{name}-robustness.json", "application/json", "Monte Carlo robustness to chip non-idealities (JSON)")),
+    "robustness-csv": ("robustness.csv", ArtifactKind(
+        "{name}-robustness.csv", "text/csv", "Monte Carlo robustness to chip non-idealities (CSV)")),
+    "robustness-png": ("robustness.png", ArtifactKind(
+        "{name}-robustness.png", "image/png", "robustness plot: quality against each non-ideality's level")),
+}
 
 
 def model_fingerprint(model: KirchhoffNet) -> str:
@@ -112,20 +135,50 @@ def build_artifact(model: KirchhoffNet, kind: str, checkpoint_dir: Path | None =
             changes; a circuit that fails the electrical-rule checks (``ERCError``) or
             cannot be expressed as a netlist (``UnsupportedCircuit``).
     """
+    if kind in CHECKPOINT_FILE_KINDS:
+        return checkpoint_file(model.spec.name, kind, checkpoint_dir)
     if kind not in ARTIFACT_KINDS:
         raise ValueError(f"unknown artifact kind {kind!r}; expected one of {', '.join(ARTIFACT_KINDS)}")
     m, digest = _canonical(model, Path(checkpoint_dir) if checkpoint_dir is not None else None)
-    return _build(m, kind, digest)
+    return _build(m, kind, digest, checkpoint_dir)
 
 
-def _build(m: KirchhoffNet, kind: str, digest: str) -> Artifact:
+def checkpoint_file(model_name: str, kind: str, checkpoint_dir: Path | None) -> Artifact:
+    """The analysis file ``kind`` (:data:`CHECKPOINT_FILE_KINDS`) from ``checkpoint_dir``, verbatim.
+
+    Raises:
+        ValueError: no such file beside the checkpoint (or no checkpoint directory).
+    """
+    fname, spec = CHECKPOINT_FILE_KINDS[kind]
+    path = None if checkpoint_dir is None else Path(checkpoint_dir) / fname
+    if path is None or not path.is_file():
+        raise ValueError(f"{kind} is not available for model {model_name!r}: no {fname} beside the "
+                         "checkpoint (run `knet robustness` to compute it)")
+    return Artifact(spec.filename(model_name), spec.content_type, path.read_bytes())
+
+
+def checkpoint_file_kinds(checkpoint_dir: Path | None) -> list[str]:
+    """The :data:`CHECKPOINT_FILE_KINDS` present in ``checkpoint_dir``."""
+    if checkpoint_dir is None:
+        return []
+    return [k for k, (fname, _) in CHECKPOINT_FILE_KINDS.items() if (Path(checkpoint_dir) / fname).is_file()]
+
+
+def _build(m: KirchhoffNet, kind: str, digest: str, checkpoint_dir: Path | None = None) -> Artifact:
     reason = available_kinds(m)[kind]
     if reason:
         raise ValueError(f"{kind} is not available for model {m.spec.name!r}: {reason}")
     spec = ARTIFACT_KINDS[kind]
     name = spec.filename(m.spec.name)
-    if kind.startswith("netlist-"):
+    if kind.startswith("netlist-subckt-"):
+        data = netlist_text(m, kind.rsplit("-", 1)[1], digest, style="subckt").encode()
+    elif kind.startswith("netlist-"):
         data = netlist_text(m, kind.split("-", 1)[1], digest).encode()
+    elif kind == "verilog-a":
+        data = devices_file(m.spec.device, m.spec.leaky_slope).encode()
+    elif kind.startswith("vacask-"):
+        library = BUNDLE_FOLDERS["verilog-a"] + Path(ARTIFACT_KINDS["verilog-a"].filename(m.spec.name)).stem + ".osdi"
+        data = vacask_text(m, kind.split("-", 1)[1], library, digest).encode()
     elif kind == "params-json":
         data = params_json(m, digest)
     elif kind == "params-csv":
@@ -135,14 +188,16 @@ def _build(m: KirchhoffNet, kind: str, digest: str) -> Artifact:
     elif kind.startswith("onnx-"):
         data = onnx_graph(m, kind.split("-", 1)[1], digest)
     elif kind == "manifest":
-        data = _manifest(m, digest, _bundle_files(m, digest))
+        data = _manifest(m, digest, _bundle_files(m, digest, checkpoint_dir))
     else:
-        data = _bundle(m, digest)
+        data = _bundle(m, digest, checkpoint_dir)
     return Artifact(name, spec.content_type, data)
 
 
-def _bundle_files(m: KirchhoffNet, digest: str) -> list[tuple[str, Artifact]]:
+def _bundle_files(m: KirchhoffNet, digest: str, checkpoint_dir: Path | None = None) -> list[tuple[str, Artifact]]:
     files = [(k, _build(m, k, digest)) for k in BUNDLE_KINDS if available_kinds(m)[k] is None]
+    files = [(k, replace(a, filename=BUNDLE_FOLDERS.get(k, "") + a.filename)) for k, a in files]
+    files += [(k, checkpoint_file(m.spec.name, k, checkpoint_dir)) for k in checkpoint_file_kinds(checkpoint_dir)]
     readme = bundle_readme(m, digest, [(k, a.filename) for k, a in files])
     return [("readme", Artifact("README.md", "text/markdown", readme)), *files]
 
@@ -155,14 +210,15 @@ def _manifest(m: KirchhoffNet, digest: str, files: list[tuple[str, Artifact]]) -
         "model": spec.name, "version": spec.version, "content_sha256": digest,
         "device": spec.device, "data_dim": spec.data_dim, "layers": len(spec.layers),
         "devices": spec.num_edges, "end_time_model": spec.end_time,
-        "end_time_s": spec.end_time * spec.hardware.tau_s,
+        "end_time_s": settle_time_s(spec),
         "projected_latency_s": projected_latency_s(spec),
         "constants": constants(m), "units": UNITS,
         "netlist_options": SpiceOptions().__dict__,
         "onnx": {"method": "rk4", "steps_per_layer": graph_steps(m), "dtype": "float32"},
         "files": [
             {"name": a.filename, "kind": k, "content_type": a.content_type, "bytes": len(a.data), "sha256": a.sha256,
-             "description": ARTIFACT_KINDS[k].description if k in ARTIFACT_KINDS else "how to use this bundle"}
+             "description": ARTIFACT_KINDS[k].description if k in ARTIFACT_KINDS else
+             CHECKPOINT_FILE_KINDS[k][1].description if k in CHECKPOINT_FILE_KINDS else "how to use this bundle"}
             for k, a in sorted(files, key=lambda kv: kv[1].filename)
         ],
         "omitted": omitted,
@@ -170,8 +226,8 @@ def _manifest(m: KirchhoffNet, digest: str, files: list[tuple[str, Artifact]]) -
     return (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode()
 
 
-def _bundle(m: KirchhoffNet, digest: str) -> bytes:
-    files = _bundle_files(m, digest)
+def _bundle(m: KirchhoffNet, digest: str, checkpoint_dir: Path | None = None) -> bytes:
+    files = _bundle_files(m, digest, checkpoint_dir)
     entries = [(a.filename, a.data) for _, a in files]
     entries.append(("manifest.json", _manifest(m, digest, files)))
     buf = io.BytesIO()
@@ -189,5 +245,5 @@ def build_all(model: KirchhoffNet, checkpoint_dir: Path | None = None) -> list[A
     """Every available artifact except the bundle, plus README and manifest (what the
     bundle holds, as separate files)."""
     m, digest = _canonical(model, Path(checkpoint_dir) if checkpoint_dir is not None else None)
-    files = _bundle_files(m, digest)
+    files = _bundle_files(m, digest, checkpoint_dir)
     return [a for _, a in files] + [Artifact("manifest.json", "application/json", _manifest(m, digest, files))]

@@ -1,6 +1,6 @@
 """SPICE netlists of a KirchhoffNet (ngspice dialect), in three variants.
 
-Physical mapping (DESIGN.md §3): node voltage V = V0·v, device current I = I0·i(v), node
+Physical mapping (docs/design.md §3): node voltage V = V0·v, device current I = I0·i(v), node
 capacitor C·c_k (c_k the node's dimensionless capacitance), so one unit of model time lasts
 τ = C·V0/I0 seconds and the deck runs to T·τ.
 
@@ -36,11 +36,15 @@ from dataclasses import dataclass
 
 import torch
 
+from models.device_expr import TextDialect, render_text
+from models.devices import LEAKY, get_activation
 from models.flow import KirchhoffNet
+from models.hardware import settle_time_s
 
 from .spice_ir import GROUND, Deck, Element, Readout, num, signed_sum, tnum
 
 VARIANTS = ("sample", "logprob", "reverse")
+STYLES = ("flat", "subckt")
 LOG_2PI = math.log(2 * math.pi)
 FORMAT_VERSION = "1"
 # Switch ramp width as a fraction of the shortest layer. A hard switch (a ternary on
@@ -48,6 +52,24 @@ FORMAT_VERSION = "1"
 # devices differ; a steep ramp centred on the boundary keeps every layer's integral of
 # the gate exactly its duration, so the error is second order in the ramp (~1e-12).
 RAMP_FRACTION = 1e-6
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A device or divergence element as a parametrised cell: what the subcircuit netlist
+    (``export.subckt``) and the Verilog-A/VACASK deck (``export.vacask``) instantiate.
+
+    ``family``: the device family (``affine-tanh`` …); ``divergence``: the log-density
+    divergence current rather than the device; ``nodes``: ``(src, dst, enable)`` plus the
+    accumulator node for a divergence cell; ``params``: ``(name, value)`` pairs, the
+    family's raw parameters (model units) then ``i0`` (A), ``v0`` (V) and, for a
+    divergence cell, ``w`` (dimensionless).
+    """
+
+    family: str
+    divergence: bool
+    nodes: tuple[str, ...]
+    params: tuple[tuple[str, float], ...]
 
 
 class UnsupportedCircuit(ValueError):
@@ -70,6 +92,9 @@ class SpiceOptions:
     vntol_rel: float = 1e-9
     chgtol_rel: float = 1e-12
     steps_per_layer: int = 64
+    # ngspice's truncation-error factor (its default 7 when None, not written): 1 gives ~4x
+    # smaller errors for ~1.8x the time points, 0.25 ~8x for ~2.7x (twomoon, docs/export.md)
+    trtol: float | None = None
 
 
 @dataclass(frozen=True)
@@ -140,34 +165,29 @@ def node_plan(model: KirchhoffNet) -> NodePlan:
 
 def physical_params(model: KirchhoffNet) -> list[dict[str, torch.Tensor]]:
     """Effective device parameters of every layer in float64 (model units):
-    ``{"a", "b", "c"}`` each ``(edges,)``, with i = act(a·v_s + b·v_d + c)."""
+    ``{"a", "b", "c", "s"}`` each ``(edges,)``, with i = s·act(a·v_s + b·v_d + c) and s the
+    device's I0 factor (1 except on an emulated chip with mismatch, ``models.chip``)."""
     out = []
     for layer in model.layers:
         raw = {k: p.detach().to("cpu", torch.float64) for k, p in layer.params.items()}
         a, b, c = layer.family.effective(raw)
-        out.append({"a": a, "b": b, "c": c})
+        s = torch.ones_like(a) if layer.current_scale is None else layer.current_scale.detach().to("cpu", torch.float64)
+        out.append({"a": a, "b": b, "c": c, "s": s})
     return out
 
 
+SPICE = TextDialect(number=num)  # ngspice B-source expressions (models.device_expr)
+
+
 def _act(act: str, z: str, slope: float) -> str:
-    if act == "tanh":
-        return f"tanh({z})"
-    if act == "relu":
-        return f"max({z}, 0)"
-    if act == "leaky_relu":
-        return f"max({z}, {num(slope)}*({z}))"
-    return f"({z})"
+    """act(z) as SPICE text, rendered from the device table (``models.devices``)."""
+    return render_text(get_activation(act).current, z, {LEAKY: slope}, SPICE)
 
 
 def _act_slope(act: str, z: str, slope: float) -> str | None:
-    """act'(z) as text; None when it is the constant 1."""
-    if act == "tanh":
-        return f"(1 - tanh({z})*tanh({z}))"
-    if act == "relu":
-        return f"(({z}) > 0 ? 1 : 0)"
-    if act == "leaky_relu":
-        return f"(({z}) > 0 ? 1 : {num(slope)})"
-    return None
+    """act'(z) as SPICE text; None when it is the constant 1."""
+    law = get_activation(act)
+    return None if law.constant_slope else render_text(law.slope, z, {LEAKY: slope}, SPICE)
 
 
 def _gated(scale: float, layer: int, expr: str | None) -> str:
@@ -185,11 +205,12 @@ def _gate_source(layer: int, window: tuple[float, float], end: float, ramp: floa
         points += [(b - half, 1.0), (b + half, 0.0)]
     pwl = " ".join(f"{tnum(t)} {num(v)}" for t, v in points)
     return Element(f"V_G{layer}", "V", (f"g{layer}", GROUND), f"PWL({pwl})", f"layer {layer} switch control",
-                   tuple(t for t, _ in points))
+                   tuple(float(tnum(x)) for point in points for x in point))  # (t0, v0, t1, v1, ...)
 
 
 def build_deck(model: KirchhoffNet, variant: str, inputs: torch.Tensor | None = None,
-               content_hash: str = "", options: SpiceOptions = SpiceOptions(), measures: bool = True) -> Deck:
+               content_hash: str = "", options: SpiceOptions = SpiceOptions(), measures: bool = True,
+               note: tuple[str, ...] = ()) -> Deck:
     """The deck of ``model`` for ``variant``.
 
     Args:
@@ -198,6 +219,8 @@ def build_deck(model: KirchhoffNet, variant: str, inputs: torch.Tensor | None = 
             With several rows the deck holds one independent copy of the circuit per row,
             names suffixed ``_x<j>`` (used by ``knet simulate``).
         content_hash: written into the header.
+        note: extra header lines after the model line (e.g. which emulated chip instance
+            this is, ``export.chip_export``); none for an ideal model.
 
     Raises:
         ValueError: unknown variant; a log-density variant of a model whose node count
@@ -226,6 +249,8 @@ def build_deck(model: KirchhoffNet, variant: str, inputs: torch.Tensor | None = 
     param_lines: list[tuple[tuple[str, str], ...]] = []
     sections: list[tuple[str, tuple[Element, ...]]] = []
     readouts: list[Readout] = []
+    cells: dict[str, Cell] = {}  # element name -> its cell (subcircuit and Verilog-A renderings)
+    logn_readouts: dict[str, tuple[str, tuple[str, ...], float, float]] = {}  # see meta below
     for j, row in enumerate(rows):
         sfx = f"_x{j}" if multi else ""
         node = (lambda k, s=sfx: GROUND if k == 0 else f"n{k}{s}")
@@ -256,19 +281,26 @@ def build_deck(model: KirchhoffNet, variant: str, inputs: torch.Tensor | None = 
                 if dn:
                     terms.append((bp, f"V({node(dn)})"))
                 z = signed_sum(terms, c)
-                i0 = -hw.current_scale_a if variant == "reverse" else hw.current_scale_a
+                i0 = (-hw.current_scale_a if variant == "reverse" else hw.current_scale_a) * float(p["s"][e])
                 body = _gated(i0, l, _act(model.layers[l].family.activation, z, spec.leaky_slope))
                 elems.append(Element(f"B_L{l}_E{e}{sfx}", "BI", (node(s), node(dn)),
                                      body,
                                      f"layer {l}, edge {e} ({s}->{dn})", (ap, bp, c, i0)))
+                raw = tuple((name, float(model.layers[l].params[name][e].detach()))
+                            for name in model.layers[l].family.param_names)
+                scales = (("i0", i0), ("v0", hw.voltage_scale_v))
+                cells[f"B_L{l}_E{e}{sfx}"] = Cell(spec.device, False, (node(s), node(dn), f"g{l}"), raw + scales)
                 if with_div:
                     w = b * inv[dn] - a * inv[s]
                     if w == 0:
                         continue
                     slope = _act_slope(model.layers[l].family.activation, z, spec.leaky_slope)
-                    k_div = -hw.current_scale_a * w
+                    k_div = -hw.current_scale_a * float(p["s"][e]) * w
                     divs.append(Element(f"BD_L{l}_E{e}{sfx}", "BI", (GROUND, acc), _gated(k_div, l, slope),
                                         f"layer {l}, edge {e} ({s}->{dn}) divergence", (w, k_div)))
+                    div_scales = (("i0", hw.current_scale_a * float(p["s"][e])), ("v0", hw.voltage_scale_v), ("w", w))
+                    cells[f"BD_L{l}_E{e}{sfx}"] = Cell(spec.device, True, (node(s), node(dn), f"g{l}", acc),
+                                                       raw + div_scales)
             t_text = f"[{tnum(t0)}, {tnum(t1)}] s"
             sections.append((f"layer {l}: {layer.nodes} nodes, {len(elems)} devices ({spec.device}), active {t_text}"
                              f"{', copy ' + str(j) if multi else ''}", tuple(elems)))
@@ -292,6 +324,7 @@ def build_deck(model: KirchhoffNet, variant: str, inputs: torch.Tensor | None = 
                 logn = f"V({acc}) - {num(0.5 / v0)}*({sq}) - {num(v0 * const)}"
                 extra.append(Element(f"B_LOGP{sfx}", "BV", (f"nlogp{sfx}", GROUND), f"V={logn}",
                                      "log-density read-out", (v0, const)))
+                logn_readouts[f"nlogp{sfx}"] = (acc, tuple(node(k + 1) for k in range(d)), v0, const)
                 read_nodes.append(("logp", f"nlogp{sfx}"))
             else:
                 read_nodes.append(("logp", acc))
@@ -299,26 +332,32 @@ def build_deck(model: KirchhoffNet, variant: str, inputs: torch.Tensor | None = 
         readouts += [Readout(j, q, n, f"{q}{sfx}") for q, n in read_nodes]
 
     ramp = RAMP_FRACTION * min(layer.duration for layer in spec.layers) * tau
-    gates = tuple(_gate_source(l, (w[0] * tau, w[1] * tau), T * tau, ramp) for l, w in enumerate(windows))
+    gates = tuple(_gate_source(l, (w[0] * tau, w[1] * tau), settle_time_s(spec), ramp) for l, w in enumerate(windows))
     sections.append(("switch control: V(g<l>) = 1 while layer l is connected, 0 otherwise "
                      "(ramps of width " + tnum(ramp) + " s centred on each boundary)", gates))
     o = options
     opts = (("reltol", tnum(o.reltol)), ("abstol", tnum(o.abstol_rel * hw.current_scale_a)),
             ("vntol", tnum(o.vntol_rel * hw.voltage_scale_v)),
             ("chgtol", tnum(o.chgtol_rel * hw.capacitance_f * hw.voltage_scale_v)))
+    if o.trtol is not None:
+        opts += (("trtol", num(o.trtol)),)
     shortest = min(layer.duration for layer in spec.layers)
     deck = Deck(
         title=f"KirchhoffNet {spec.name} ({variant} netlist)",
-        comments=_header(model, variant, content_hash, plan),
+        comments=_header(model, variant, content_hash, plan, note),
         params=tuple(param_lines), options=opts, sections=tuple(sections),
-        stop_time_s=T * tau, max_step_s=shortest * tau / o.steps_per_layer,
+        stop_time_s=settle_time_s(spec), max_step_s=shortest * tau / o.steps_per_layer,
         readouts=tuple(readouts), measures=measures,
-        meta={"variant": variant, "copies": len(rows), "plan": plan},
+        meta={"variant": variant, "copies": len(rows), "plan": plan, "cells": cells,
+              "leaky_slope": spec.leaky_slope,
+              # read-out node -> (accumulator, data nodes, V0, d/2·log 2π): V = V(acc) − ΣV²/(2·V0) − V0·const
+              "logn_readouts": logn_readouts},
     )
     return deck
 
 
-def _header(model: KirchhoffNet, variant: str, content_hash: str, plan: NodePlan) -> tuple[str, ...]:
+def _header(model: KirchhoffNet, variant: str, content_hash: str, plan: NodePlan,
+            note: tuple[str, ...] = ()) -> tuple[str, ...]:
     spec, hw = model.spec, model.spec.hardware
     d = spec.data_dim
     what = {
@@ -330,11 +369,12 @@ def _header(model: KirchhoffNet, variant: str, content_hash: str, plan: NodePlan
     }[variant]
     lines = [
         f"model: {spec.name}  version: {spec.version}  content sha256: {content_hash or 'n/a'}",
+        *note,
         f"netlist format {FORMAT_VERSION}, ngspice dialect, written by kirchhoffnet-serve (export.netlist)",
         f"variant {variant}: " + what[0], *what[1:],
         f"constants: C = {num(hw.capacitance_f)} F, V0 = {num(hw.voltage_scale_v)} V, I0 = {num(hw.current_scale_a)} A, "
         f"tau = C*V0/I0 = {tnum(hw.tau_s)} s",
-        f"time: T = {tnum(spec.end_time)} model units = {tnum(spec.end_time * hw.tau_s)} s; "
+        f"time: T = {tnum(spec.end_time)} model units = {tnum(settle_time_s(spec))} s; "
         f"{len(spec.layers)} layers, {spec.num_edges} devices ({spec.device}), {plan.count} nodes",
         "units: volts, amperes, seconds, farads; device current I = I0*act(a*V(src) + b*V(dst) + c), a and b in 1/V",
         "names: n<k> node k (0 = ground); C_N<k> node capacitor; B_L<l>_E<e> device e of layer l (0-based);",
@@ -346,9 +386,16 @@ def _header(model: KirchhoffNet, variant: str, content_hash: str, plan: NodePlan
 
 
 def netlist_text(model: KirchhoffNet, variant: str, content_hash: str = "",
-                 options: SpiceOptions = SpiceOptions()) -> str:
-    """The exported netlist: one copy, inputs 0, electrical rules checked (raises ERCError)."""
+                 options: SpiceOptions = SpiceOptions(), note: tuple[str, ...] = (), style: str = "flat") -> str:
+    """The exported netlist: one copy, inputs 0, electrical rules checked (raises ERCError);
+    ``note``: extra header lines (:func:`build_deck`); ``style``: ``flat`` (behavioural
+    sources with inline numbers) or ``subckt`` (one ``.subckt`` per family, ``export.subckt``)."""
     from .erc import check
-    deck = build_deck(model, variant, None, content_hash, options)
+    if style not in STYLES:
+        raise ValueError(f"unknown netlist style {style!r}; expected one of {', '.join(STYLES)}")
+    deck = build_deck(model, variant, None, content_hash, options, note=note)
     check(deck)
+    if style == "subckt":
+        from .subckt import subckt_deck
+        return subckt_deck(deck, model.layers[0].family.activation, model.spec.leaky_slope).render()
     return deck.render()

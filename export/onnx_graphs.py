@@ -23,6 +23,8 @@ import torch
 from torch import Tensor
 
 from models.config import SolverConfig
+from models.device_expr import Expr
+from models.devices import LEAKY
 from models.flow import KirchhoffNet, resize_nodes
 
 OPSET = 17
@@ -34,7 +36,7 @@ def graph_steps(model: KirchhoffNet) -> list[int]:
     cfg = model.spec.solver
     n = len(model.spec.layers)
     if cfg.method == "rk4":
-        return [cfg.steps_for(l, n) for l in range(n)]
+        return [cfg.steps_for(k, n) for k in range(n)]
     return [DEFAULT_STEPS] * n
 
 
@@ -73,6 +75,30 @@ class _GraphBuilder:
         return self._consts[key]
 
 
+_ONNX_OPS = {"tanh": "Tanh", "max": "Max", "mul": "Mul", "sub": "Sub"}
+
+
+def onnx_expr(g: _GraphBuilder, expr: Expr, z: str, values: dict[str, float], memo: dict) -> str:
+    """A device-table expression (``models.device_expr``) as ONNX nodes on the tensor ``z``;
+    returns the output name. ``memo`` shares repeated sub-trees (tanh(z) in 1 − tanh²)."""
+    if expr in memo:
+        return memo[expr]
+    if expr.op == "z":
+        out = z
+    elif expr.op == "lit":
+        out = g.scalar(float(expr.value))
+    elif expr.op == "param":
+        out = g.scalar(float(values[expr.value]))
+    else:
+        args = [onnx_expr(g, a, z, values, memo) for a in expr.args]
+        if expr.op == "if_positive":
+            out = g.op("Where", g.op("Greater", args[0], g.scalar(0.0)), args[1], args[2])
+        else:
+            out = g.op(_ONNX_OPS[expr.op], *args)
+    memo[expr] = out
+    return out
+
+
 def _selection(n_old: int, n_new: int, pad_mode: str) -> Tensor:
     """``(n_old, n_new)`` 0/1 matrix P with v_new = v_old·P, the model's ``resize_nodes``."""
     eye = torch.eye(n_old, dtype=torch.float64)
@@ -93,31 +119,23 @@ def _build(model: KirchhoffNet, direction: str, steps: list[int]):
     ell = None
     width = spec.data_dim
     order = range(len(steps) - 1, -1, -1) if reverse else range(len(steps))
-    for l in order:
-        layer, cl = spec.layers[l], model.layers[l]
+    for k in order:
+        layer, cl = spec.layers[k], model.layers[k]
         if layer.nodes != width:
-            v = g.op("MatMul", v, g.tensor(f"resize_to_L{l}", _selection(width, layer.nodes, spec.pad_mode)))
+            v = g.op("MatMul", v, g.tensor(f"resize_to_L{k}", _selection(width, layer.nodes, spec.pad_mode)))
             width = layer.nodes
         op = cl.operator("dense")
-        A, c = g.tensor(f"L{l}.A", op.A), g.tensor(f"L{l}.c", op.c)  # (nodes, edges), (edges,)
-        B = g.tensor(f"L{l}.B", -op.B if reverse else op.B)  # (edges, nodes), 1/C and direction folded in
-        act = cl.family.activation
-        w = g.tensor(f"L{l}.w", op.w[:, None]) if with_div and act != "identity" else ""  # (edges, 1)
-        h = layer.duration / steps[l]
+        A, c = g.tensor(f"L{k}.A", op.A), g.tensor(f"L{k}.c", op.c)  # (nodes, edges), (edges,)
+        B = g.tensor(f"L{k}.B", -op.B if reverse else op.B)  # (edges, nodes), 1/C and direction folded in
+        law = cl.family.law  # the device table's act and act' (models.devices)
+        w = g.tensor(f"L{k}.w", op.w[:, None]) if with_div and not law.constant_slope else ""  # (edges, 1)
+        h = layer.duration / steps[k]
 
-        def field(x: str, A=A, B=B, c=c, w=w, act=act, op=op) -> tuple[str, str | None]:
+        def field(x: str, A=A, B=B, c=c, w=w, law=law, op=op) -> tuple[str, str | None]:
             z = g.op("Add", g.op("MatMul", x, A), c)  # (batch, edges)
-            if act == "tanh":
-                i = g.op("Tanh", z)
-                slope = g.op("Sub", g.scalar(1.0), g.op("Mul", i, i))
-            elif act == "relu":
-                i = g.op("Relu", z)
-                slope = g.op("Cast", g.op("Greater", z, g.scalar(0.0)), to=1)
-            elif act == "leaky_relu":
-                i = g.op("LeakyRelu", z, alpha=float(spec.leaky_slope))
-                slope = g.op("Where", g.op("Greater", z, g.scalar(0.0)), g.scalar(1.0), g.scalar(spec.leaky_slope))
-            else:
-                i, slope = z, None
+            values, memo = {LEAKY: spec.leaky_slope}, {}  # one node per distinct sub-expression
+            i = onnx_expr(g, law.current, z, values, memo)
+            slope = None if law.constant_slope else onnx_expr(g, law.slope, z, values, memo)
             dv = g.op("MatMul", i, B)
             if not with_div:
                 return dv, None
@@ -126,7 +144,7 @@ def _build(model: KirchhoffNet, direction: str, steps: list[int]):
                 return dv, g.op("Add", zero, g.scalar(float(op.w.sum())))
             return dv, g.op("Squeeze", g.op("MatMul", slope, w), g.axes(1))
 
-        for _ in range(steps[l]):
+        for _ in range(steps[k]):
             k1, d1 = field(v)
             k2, d2 = field(g.op("Add", v, g.op("Mul", k1, g.scalar(0.5 * h))))
             k3, d3 = field(g.op("Add", v, g.op("Mul", k2, g.scalar(0.5 * h))))
@@ -177,7 +195,7 @@ def onnx_graph(model: KirchhoffNet, direction: str, content_hash: str = "",
         "knet.model": spec.name, "knet.version": spec.version, "knet.content_sha256": content_hash,
         "knet.direction": direction, "knet.method": "rk4",
         "knet.steps_per_layer": ",".join(str(s) for s in steps),
-        "knet.layer_durations": ",".join(repr(l.duration) for l in spec.layers),
+        "knet.layer_durations": ",".join(repr(layer.duration) for layer in spec.layers),
         "knet.end_time": repr(spec.end_time), "knet.data_dim": str(d), "knet.device": spec.device,
         "knet.inputs": in_name, "knet.outputs": ",".join(outs),
     }

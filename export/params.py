@@ -23,8 +23,9 @@ import torch
 from safetensors.torch import save as st_save
 
 from models.flow import KirchhoffNet
+from models.hardware import layer_windows_s, settle_time_s
 
-from .netlist import FORMAT_VERSION, node_plan
+from .netlist import FORMAT_VERSION, node_plan, physical_params
 
 UNITS = {
     "time": "seconds", "voltage": "volts", "current": "amperes", "capacitance": "farads",
@@ -54,25 +55,25 @@ def _physical(model: KirchhoffNet, layer: int) -> dict[str, list[float]]:
     hw = model.spec.hardware
     raw = {k: p.detach().to("cpu", torch.float64) for k, p in model.layers[layer].params.items()}
     v0, i0 = hw.voltage_scale_v, hw.current_scale_a
-    n = len(model.spec.layers[layer].edges)
+    s = physical_params(model)[layer]["s"]  # per-device I0 factor: 1 except on an emulated chip (models.chip)
     if model.spec.device == "conductance":
-        return {"g_s": (raw["g"] * (i0 / v0)).tolist()}
+        return {"g_s": (raw["g"] * s * (i0 / v0)).tolist()}
     out = {"a_per_v": (raw["a"] / v0).tolist()}
     if "b" in raw:
         out["b_per_v"] = (raw["b"] / v0).tolist()
     out["c"] = raw["c"].tolist()
-    out["i0_a"] = [i0] * n
+    out["i0_a"] = (i0 * s).tolist()
     return out
 
 
 def rows(model: KirchhoffNet) -> list[dict]:
     """One dict per device, in layer then edge order (the table's rows)."""
-    spec, tau = model.spec, model.spec.hardware.tau_s
+    spec = model.spec
     out = []
-    for l, (layer, (t0, t1)) in enumerate(zip(spec.layers, spec.layer_bounds)):
+    for l, (layer, (t0_s, t1_s)) in enumerate(zip(spec.layers, layer_windows_s(spec))):
         phys = _physical(model, l)
         for e, (s, d) in enumerate(layer.edges):
-            row = {"layer": l, "t_start_s": t0 * tau, "t_end_s": t1 * tau, "edge": e, "element": f"B_L{l}_E{e}",
+            row = {"layer": l, "t_start_s": t0_s, "t_end_s": t1_s, "edge": e, "element": f"B_L{l}_E{e}",
                    "source": s, "destination": d, "device": spec.device}
             row.update({k: phys[k][e] for k in columns(spec.device)})
             out.append(row)
@@ -86,25 +87,27 @@ def constants(model: KirchhoffNet) -> dict:
             "adc_readout_s": hw.adc_readout_s}
 
 
-def params_json(model: KirchhoffNet, content_hash: str) -> bytes:
-    """The parameter table as JSON (UTF-8, sorted structure, trailing newline)."""
+def params_json(model: KirchhoffNet, content_hash: str, chip: dict | None = None) -> bytes:
+    """The parameter table as JSON (UTF-8, sorted structure, trailing newline); ``chip``:
+    the emulated chip instance the table describes (a ``ChipConfig`` dump), if any."""
     spec = model.spec
     plan = node_plan(model)
     table = rows(model)
     doc = {
         "format": f"kirchhoffnet-params/{FORMAT_VERSION}",
         "model": spec.name, "version": spec.version, "content_sha256": content_hash,
+        **({} if chip is None else {"chip": chip}),
         "device": spec.device, "current_formula": formula(spec.device), "leaky_slope": spec.leaky_slope,
         "constants": constants(model), "units": UNITS,
-        "data_dim": spec.data_dim, "end_time_s": spec.end_time * spec.hardware.tau_s,
+        "data_dim": spec.data_dim, "end_time_s": settle_time_s(spec),
         "nodes": [{"node": k + 1, "capacitance_f": c * spec.hardware.capacitance_f}
                   for k, c in enumerate(plan.caps)],
         "layers": [
-            {"layer": l, "t_start_s": t0 * spec.hardware.tau_s, "t_end_s": t1 * spec.hardware.tau_s,
+            {"layer": l, "t_start_s": t0_s, "t_end_s": t1_s,
              "nodes": layer.nodes,
              "devices": [{k: v for k, v in r.items() if k not in ("layer", "t_start_s", "t_end_s", "device")}
                          for r in table if r["layer"] == l]}
-            for l, (layer, (t0, t1)) in enumerate(zip(spec.layers, spec.layer_bounds))
+            for l, (layer, (t0_s, t1_s)) in enumerate(zip(spec.layers, layer_windows_s(spec)))
         ],
     }
     return (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode()

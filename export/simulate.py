@@ -30,13 +30,13 @@ import torch
 
 from models.config import SolverConfig
 from models.flow import KirchhoffNet, standard_normal_log_prob
-from models.hardware import projected_latency_s
+from models.hardware import projected_latency_s, settle_time_s
 
 from .netlist import VARIANTS, SpiceOptions, build_deck
 from .spice import run_deck
 
 REFERENCE_SOLVER = SolverConfig(method="dopri5", rtol=1e-9, atol=1e-10, max_steps=1_000_000, max_wall_s=600.0)
-# ngspice CPU cost model, fitted to `python -m export.scaling` and the zoo (docs/export.md):
+# ngspice CPU cost model, fitted to `knet bench-ngspice` (benchmarks/spice_scaling.py) and the zoo (docs/export.md):
 # CPU ≈ sources × time points × µs per source-point; the time points (~1200 per unit of
 # model time at the default tolerances, 1631 for the digits-sized circuit) hardly depend on the layer count, and the cost per
 # source-point grows with the node count (denser matrix rows) and is ~3× higher for the
@@ -44,6 +44,17 @@ REFERENCE_SOLVER = SolverConfig(method="dopri5", rtol=1e-9, atol=1e-10, max_step
 POINTS_PER_TIME_UNIT = 1500
 US_PER_SOURCE_POINT = {"sample": (2.0, 0.12, 12.0), "logprob": (6.0, 0.5, 18.0)}  # (base, per node, cap)
 PROCESS_OVERHEAD_S = 0.05
+# VACASK CPU cost model (benchmarks/sim_scaling.py, docs/export.md): compiled devices cost
+# ~0.1 µs per instance·point (KLU solve included) but VACASK takes ~3× more time points
+# than ngspice at the same tolerances; compiling the Verilog-A library adds ~0.1 s per run.
+VACASK_POINTS_PER_TIME_UNIT = 4500
+VACASK_US_PER_INSTANCE_POINT = 0.1
+VACASK_OVERHEAD_S = 0.15
+SIMULATORS = ("ngspice", "vacask")
+# `--simulator auto`: ngspice (the reference path) for circuits below this many devices,
+# whichever simulator is projected faster from there (ngspice needs ~30 s of CPU per input
+# for the 3144-device digits sample deck and does not finish its log-density deck in 300 s).
+LARGE_CIRCUIT_DEVICES = 2000
 
 
 class TooLarge(ValueError):
@@ -75,6 +86,7 @@ class SimulationReport:
     reference_wall_s: float
     variants: list[str]
     skipped: dict[str, str] = field(default_factory=dict)
+    simulator: str = "ngspice"  # the ngspice_* fields hold this simulator's figures
 
     def max_rel_error(self) -> dict[str, float]:
         return {v: max(r.max_rel for r in self.rows if r.variant == v) for v in self.variants}
@@ -83,14 +95,16 @@ class SimulationReport:
         return {v: max(r.max_abs for r in self.rows if r.variant == v) for v in self.variants}
 
     def to_json(self) -> dict:
+        """The same keys for every simulator: ``<simulator>_wall_s`` … and ``simulator_wall_s`` …"""
+        timing = {"wall_s": self.ngspice_wall_s, "cpu_s": self.ngspice_cpu_s, "elapsed_s": self.ngspice_elapsed_s,
+                  "runs": self.ngspice_runs}
         return {
-            "model": self.model, "n": self.n, "mode": self.mode,
+            "model": self.model, "n": self.n, "mode": self.mode, "simulator": self.simulator,
             "max_rel_error": self.max_rel_error(), "max_abs_error": self.max_abs_error(),
             "errors": [asdict(r) for r in self.rows],
             "projected_latency_s": self.projected_latency_s, "simulated_time_s": self.simulated_time_s,
-            "ngspice_wall_s": self.ngspice_wall_s, "ngspice_cpu_s": self.ngspice_cpu_s,
-            "ngspice_elapsed_s": self.ngspice_elapsed_s,
-            "ngspice_runs": self.ngspice_runs,
+            **{f"{self.simulator}_{k}": v for k, v in timing.items()},
+            **{f"simulator_{k}": v for k, v in timing.items()},
             "reference_wall_s": self.reference_wall_s, "skipped": self.skipped,
         }
 
@@ -102,10 +116,10 @@ class SimulationReport:
             lines.append(f"{v:<9} skipped: {why}")
         lines += [
             "",
-            f"inputs: {self.n}   mode: {self.mode}   ngspice runs: {self.ngspice_runs}",
+            f"inputs: {self.n}   mode: {self.mode}   {self.simulator} runs: {self.ngspice_runs}",
             f"projected chip latency (T*tau + DAC + ADC): {self.projected_latency_s:.4g} s",
             f"simulated circuit time per run (T*tau):      {self.simulated_time_s:.4g} s",
-            f"ngspice wall time (sum over runs):           {self.ngspice_wall_s:.3f} s "
+            f"{self.simulator + ' wall time (sum over runs):':<44} {self.ngspice_wall_s:.3f} s "
             f"(CPU {self.ngspice_cpu_s:.3f} s, elapsed {self.ngspice_elapsed_s:.3f} s)",
             f"reference solve wall time (float64 dopri5):  {self.reference_wall_s:.3f} s",
         ]
@@ -126,6 +140,45 @@ def estimate_seconds(model: KirchhoffNet, variant: str, copies: int = 1) -> floa
     us = min(base + per_node * nodes, cap)
     points = POINTS_PER_TIME_UNIT * max(model.spec.end_time, 1.0)
     return PROCESS_OVERHEAD_S + 1e-6 * us * source_count(model, variant) * copies * points
+
+
+def estimate_seconds_vacask(model: KirchhoffNet, variant: str, copies: int = 1) -> float:
+    """Projected VACASK CPU seconds of one ``variant`` deck holding ``copies`` inputs."""
+    points = VACASK_POINTS_PER_TIME_UNIT * max(model.spec.end_time, 1.0)
+    instances = source_count(model, variant) * copies
+    return VACASK_OVERHEAD_S + 1e-6 * VACASK_US_PER_INSTANCE_POINT * instances * points
+
+
+def projected_seconds(model: KirchhoffNet, simulator: str, variants: list[str], n: int, per_deck: int) -> float:
+    """Projected CPU seconds of a whole job (``n`` inputs, ``per_deck`` copies per deck)."""
+    one = estimate_seconds if simulator == "ngspice" else estimate_seconds_vacask
+    return sum(math.ceil(n / per_deck) * one(model, v, per_deck) for v in variants)
+
+
+def choose_simulator(model: KirchhoffNet, variants: list[str], n: int, per_deck: int) -> str:
+    """``auto``: ngspice for circuits below LARGE_CIRCUIT_DEVICES, else the one projected faster."""
+    if model.spec.num_edges < LARGE_CIRCUIT_DEVICES:
+        return "ngspice"
+    cost = {s: projected_seconds(model, s, variants, n, per_deck) for s in SIMULATORS}
+    return min(SIMULATORS, key=cost.__getitem__)
+
+
+def _checked_simulator(model: KirchhoffNet, simulator: str, wanted: list[str], n: int, per_deck: int,
+                       max_seconds: float, force: bool) -> str:
+    """Resolve ``auto`` and refuse (:class:`TooLarge`) a job projected past ``max_seconds``."""
+    if simulator == "auto":
+        simulator = choose_simulator(model, wanted, n, per_deck)
+    if simulator not in SIMULATORS:
+        raise ValueError(f"unknown simulator {simulator!r}; expected one of {', '.join(SIMULATORS)} or auto")
+    projected = projected_seconds(model, simulator, wanted, n, per_deck)
+    if projected > max_seconds and not force:
+        raise TooLarge(
+            f"simulating {model.spec.name!r} ({model.spec.num_edges} devices, {len(model.spec.layers)} layers) "
+            f"for {n} inputs and variants {', '.join(wanted)} is projected to take {projected:.0f} s of {simulator} "
+            f"CPU time (limit {max_seconds:g} s; the cost grows with devices x time points, see "
+            "docs/export.md). "
+            "Use fewer inputs or variants, the other --simulator, raise --max-seconds, or pass --force.")
+    return simulator
 
 
 def reference(model: KirchhoffNet, z: torch.Tensor, variants: list[str]) -> tuple[dict[str, dict[str, torch.Tensor]], float]:
@@ -158,7 +211,7 @@ def _require(stats, what: str) -> None:
 def simulate(model: KirchhoffNet, n: int = 16, seed: int = 0, variants: list[str] | None = None,
              mode: str = "per-input", chunk: int = 4, timeout_s: float = 600.0, max_seconds: float = 900.0,
              force: bool = False, options: SpiceOptions = SpiceOptions(), jobs: int = 1,
-             progress: Callable[[int], None] | None = None) -> SimulationReport:
+             progress: Callable[[int], None] | None = None, simulator: str = "ngspice") -> SimulationReport:
     """Simulate the exported netlists for ``n`` inputs and compare with the model.
 
     Args:
@@ -169,9 +222,12 @@ def simulate(model: KirchhoffNet, n: int = 16, seed: int = 0, variants: list[str
         timeout_s: limit per ngspice process.
         jobs: ngspice processes run at once (threads waiting on subprocesses).
         progress: called with the number of inputs finished after each run.
+        simulator: ``ngspice``, ``vacask`` (compiled Verilog-A devices) or ``auto``
+            (:func:`choose_simulator`).
 
     Raises:
-        TooLarge, ValueError (bad arguments), export.spice.SpiceError (ngspice failures).
+        TooLarge, ValueError (bad arguments), export.spice.SpiceError (ngspice failures),
+        export.vacask.VacaskError (VACASK failures).
     """
     if n < 1:
         raise ValueError("-n must be >= 1")
@@ -192,15 +248,11 @@ def simulate(model: KirchhoffNet, n: int = 16, seed: int = 0, variants: list[str
     if not wanted:
         raise ValueError("no variant left to simulate")
     per_deck = 1 if mode == "per-input" else max(1, min(chunk, n))
-    runs = math.ceil(n / per_deck)
-    projected = sum(runs * estimate_seconds(model, v, per_deck) for v in wanted)
-    if projected > max_seconds and not force:
-        raise TooLarge(
-            f"simulating {model.spec.name!r} ({model.spec.num_edges} devices, {len(model.spec.layers)} layers) "
-            f"for {n} inputs and variants {', '.join(wanted)} is projected to take {projected:.0f} s of ngspice "
-            f"CPU time (limit {max_seconds:g} s; ngspice's cost grows with devices x time points, see "
-            "docs/export.md). "
-            "Use fewer inputs or variants, raise --max-seconds, or pass --force.")
+    simulator = _checked_simulator(model, simulator, wanted, n, per_deck, max_seconds, force)
+    if simulator == "vacask":
+        from .vacask import run_deck as run_one
+    else:
+        run_one = run_deck
 
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(n, model.data_dim, generator=gen, dtype=torch.float64)
@@ -215,7 +267,7 @@ def simulate(model: KirchhoffNet, n: int = 16, seed: int = 0, variants: list[str
         decks = [(start, build_deck(model, variant, inputs[start:start + per_deck], options=options, measures=False))
                  for start in range(0, n, per_deck)]
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            results = pool.map(lambda sd: run_deck(sd[1], timeout_s=timeout_s), decks)
+            results = pool.map(lambda sd: run_one(sd[1], timeout_s=timeout_s), decks)
             for (start, deck), result in zip(decks, results):
                 wall += result.wall_s
                 cpu += result.cpu_s
@@ -235,6 +287,6 @@ def simulate(model: KirchhoffNet, n: int = 16, seed: int = 0, variants: list[str
             rows.append(ErrorRow(variant, q, err, err / scale if scale > 0 else err))
     return SimulationReport(
         model=model.spec.name, n=n, mode=mode, rows=rows, projected_latency_s=projected_latency_s(model.spec),
-        simulated_time_s=model.spec.end_time * model.spec.hardware.tau_s, ngspice_wall_s=wall, ngspice_cpu_s=cpu,
+        simulated_time_s=settle_time_s(model.spec), ngspice_wall_s=wall, ngspice_cpu_s=cpu,
         ngspice_elapsed_s=time.perf_counter() - started,
-        ngspice_runs=n_runs, reference_wall_s=ref_wall, variants=wanted, skipped=skipped)
+        ngspice_runs=n_runs, reference_wall_s=ref_wall, variants=wanted, skipped=skipped, simulator=simulator)

@@ -8,8 +8,10 @@ deck ``.save``s only the read-out nodes, so the raw file stays small.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -21,6 +23,7 @@ import numpy as np
 from .spice_ir import Deck
 
 NGSPICE = "ngspice"
+DECK_FILE, RAW_FILE, LOG_FILE = "deck.cir", "out.raw", "ngspice.log"
 
 
 class SpiceError(RuntimeError):
@@ -65,22 +68,32 @@ def parse_raw(data: bytes) -> tuple[list[str], np.ndarray]:
     n_vars = n_points = None
     names: list[str] = []
     lines = header.splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith("No. Variables:"):
-            n_vars = int(line.split(":")[1])
-        elif line.startswith("No. Points:"):
-            n_points = int(line.split(":")[1])
-        elif line.startswith("Variables:"):
-            names = [row.split()[1] for row in lines[i + 1:i + 1 + (n_vars or 0)]]
+    try:
+        for i, line in enumerate(lines):
+            if line.startswith("No. Variables:"):
+                n_vars = int(line.split(":")[1])
+            elif line.startswith("No. Points:"):
+                n_points = int(line.split(":")[1])
+            elif line.startswith("Variables:"):
+                names = [row.split()[1] for row in lines[i + 1:i + 1 + (n_vars or 0)]]
+    except (ValueError, IndexError):
+        raise SpiceError("raw file header is malformed") from None
     if not n_vars or n_points is None or len(names) != n_vars:
         raise SpiceError("raw file header is incomplete")
     body = data[pos + len(marker_b if binary else marker_a):]
     if binary:
+        expected_bytes = n_vars * n_points * 8  # float64 per variable per point
+        if len(body) < expected_bytes:
+            raise SpiceError(f"raw file is truncated: {len(body)} data bytes, expected {expected_bytes} "
+                             f"({n_points} points of {n_vars} float64 values)")
         values = np.frombuffer(body, dtype="<f8", count=n_vars * n_points)
     else:
         tokens = body.split()
         # each point: index, then one value per variable
-        values = np.array([float(t) for k, t in enumerate(tokens) if k % (n_vars + 1) != 0])
+        try:
+            values = np.array([float(t) for k, t in enumerate(tokens) if k % (n_vars + 1) != 0])
+        except ValueError:
+            raise SpiceError("raw file holds a malformed value (truncated?)") from None
     if values.size != n_vars * n_points:
         raise SpiceError(f"raw file holds {values.size} values, expected {n_vars * n_points}")
     return names, values.reshape(n_points, n_vars)
@@ -89,57 +102,80 @@ def parse_raw(data: bytes) -> tuple[list[str], np.ndarray]:
 def _run(exe: str, work: Path, timeout_s: float) -> tuple[int, float]:
     """Run ngspice in ``work`` (log to ngspice.log); (exit code, CPU seconds of that child).
 
-    The child is reaped with ``os.wait4`` so its own CPU time is known even when several
-    runs go on in parallel threads (RUSAGE_CHILDREN would mix them).
+    ngspice starts in its own process group (session), so a timeout, or any exception while
+    waiting (Ctrl+C included), kills the whole group: nothing it started is left behind. The
+    child is reaped with ``os.wait4`` so its own CPU time is known even when several runs go
+    on in parallel threads (RUSAGE_CHILDREN would mix them).
     """
-    with open(work / "ngspice.log", "wb") as log:
-        proc = subprocess.Popen([exe, "-b", "-r", "out.raw", "deck.cir"], cwd=work, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT)
+    with open(work / LOG_FILE, "wb") as log:
+        proc = subprocess.Popen([exe, "-b", "-r", RAW_FILE, DECK_FILE], cwd=work, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout_s
     delay = 0.002
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, usage.ru_utime + usage.ru_stime
-        if time.monotonic() > deadline:
-            proc.kill()
+    try:
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                return proc.returncode, usage.ru_utime + usage.ru_stime
+            if time.monotonic() > deadline:
+                raise SpiceError(f"ngspice did not finish within {timeout_s:g} s on {DECK_FILE}; "
+                                 "its process group was killed")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.05)
+    finally:
+        _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL ngspice's process group (whatever is still in it) and reap ngspice."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the group id is ngspice's pid (start_new_session)
+    if proc.returncode is None:
+        with contextlib.suppress(ChildProcessError):
             os.wait4(proc.pid, 0)
-            proc.returncode = -9
-            raise SpiceError(f"ngspice did not finish within {timeout_s:g} s")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.05)
+        proc.returncode = -signal.SIGKILL
 
 
 def run_deck(deck: Deck, timeout_s: float = 600.0, keep_dir: Path | None = None) -> SpiceRun:
     """Simulate ``deck`` with ngspice and return the read-outs at its end time.
 
     Raises:
-        SpiceError: ngspice not installed, non-zero exit, timeout, or a result that does not
-            reach the end time.
+        SpiceError: ngspice not installed, non-zero exit, timeout (its process group is
+            killed), or a result that is unreadable or does not reach the end time. The
+            message names ngspice, the file at fault and the deck's title.
     """
     exe = ngspice_path()
     if exe is None:
-        raise SpiceError("ngspice is not installed (Debian/Ubuntu: apt-get install ngspice)")
+        raise SpiceError(f"ngspice is not installed: no {NGSPICE!r} executable on PATH "
+                         "(Debian/Ubuntu: apt-get install ngspice)")
+    where = f"deck {deck.title!r}"
     with tempfile.TemporaryDirectory(prefix="knet-spice-") as tmp:
         work = Path(tmp)
-        (work / "deck.cir").write_text(deck.render())
+        (work / DECK_FILE).write_text(deck.render())
         started = time.perf_counter()
-        returncode, cpu = _run(exe, work, timeout_s)
+        try:
+            returncode, cpu = _run(exe, work, timeout_s)
+        except SpiceError as err:
+            raise SpiceError(f"{err} ({where})") from None
         wall = time.perf_counter() - started
-        log_text = (work / "ngspice.log").read_text(errors="replace")
+        log_text = (work / LOG_FILE).read_text(errors="replace")
         if keep_dir is not None:
             keep_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy(work / "deck.cir", keep_dir / "deck.cir")
-            (keep_dir / "ngspice.log").write_text(log_text)
-        raw = work / "out.raw"
+            shutil.copy(work / DECK_FILE, keep_dir / DECK_FILE)
+            (keep_dir / LOG_FILE).write_text(log_text)
+        raw = work / RAW_FILE
         log = log_text.strip().splitlines()
         if returncode != 0 or not raw.is_file():
             tail = " | ".join(line for line in log if "rror" in line or "arning" in line)[-600:] or " | ".join(log[-5:])
-            raise SpiceError(f"ngspice failed (exit {returncode}): {tail}")
-        names, table = parse_raw(raw.read_bytes())
+            what = f"exit {returncode}" if returncode != 0 else f"exit 0 but no {RAW_FILE}"
+            raise SpiceError(f"ngspice failed on {DECK_FILE} ({what}; {where}): {tail}")
+        try:
+            names, table = parse_raw(raw.read_bytes())
+        except SpiceError as err:
+            raise SpiceError(f"ngspice wrote an unreadable {RAW_FILE} ({where}): {err}") from None
     if not len(table):
-        raise SpiceError("ngspice wrote no time points")
+        raise SpiceError(f"ngspice wrote no time points to {RAW_FILE} ({where})")
     end = float(table[-1, 0])
     if not np.isclose(end, deck.stop_time_s, rtol=1e-9, atol=0):
         raise SpiceError(f"ngspice stopped at {end:g} s before the end time {deck.stop_time_s:g} s")

@@ -1,16 +1,36 @@
-"""Engine subcommands: ``knet bench`` (published method vs engine) and ``knet calibrate``."""
+"""Benchmark subcommands (thin wrappers over the ``benchmarks`` package) and ``knet calibrate``.
+
+| command | module | what it measures |
+| --- | --- | --- |
+| ``knet bench`` | ``benchmarks.bench`` | the published method against the engine, with accuracy |
+| ``knet bench-levers`` | ``benchmarks.levers`` | each engine lever on its own (CPU time) |
+| ``knet bench-batching`` | ``benchmarks.batching`` | the service's micro-batcher on and off, over HTTP |
+| ``knet bench-ngspice`` | ``benchmarks.spice_scaling`` | ngspice's cost against circuit size |
+| ``knet bench-noise`` | ``benchmarks.noise_ngspice`` | thermal noise in ngspice (trnoise) against the SDE |
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-from .settings import REPO_ROOT
+from models.errors import UserInputError
+
+BENCHMARKS = {  # command: (module, help)
+    "bench": ("benchmarks.bench", "time the published method against the engine, with accuracy"),
+    "bench-levers": ("benchmarks.levers", "time each engine lever on its own (CPU ms)"),
+    "bench-batching": ("benchmarks.batching", "the micro-batcher on vs off, side by side over localhost HTTP"),
+    "bench-ngspice": ("benchmarks.spice_scaling", "ngspice wall and CPU time against circuit size"),
+    "bench-noise": ("benchmarks.noise_ngspice", "thermal noise in ngspice (trnoise, 200 runs) against the SDE"),
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="time the published method against the engine, with accuracy")
-    _bench_module().add_args(p) if _bench_importable() else None
-    p.set_defaults(func=cmd_bench)
+    for command, (module_name, help_text) in BENCHMARKS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(command, help=help_text, description=(module.__doc__ or help_text).split("\n\n")[0])
+        module.add_args(p)
+        p.set_defaults(func=module.run_from_args)
 
     p = sub.add_parser("calibrate", help="find the fewest RK4 steps per layer at the published accuracy")
     p.add_argument("model", help="zoo name (twomoon, …) or checkpoint directory")
@@ -26,27 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_calibrate)
 
 
-def _bench_importable() -> bool:
-    if str(REPO_ROOT) not in sys.path:  # benchmarks/ lives beside the packages, not inside one
-        sys.path.insert(0, str(REPO_ROOT))
-    try:
-        import benchmarks.bench  # noqa: F401
-    except ModuleNotFoundError:
-        return False
-    return True
-
-
-def _bench_module():
-    import benchmarks.bench as bench
-    return bench
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    if not _bench_importable():
-        raise ValueError(f"benchmarks/ not found beside the package (looked in {REPO_ROOT})")
-    return _bench_module().main_from_args(args)
-
-
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import torch
 
@@ -57,9 +56,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from .common import print_json
 
     if args.points < 1:
-        raise ValueError("--points must be >= 1")
+        raise UserInputError("--points must be >= 1")
     if not 0 < args.safety <= 1:
-        raise ValueError("--safety must be in (0, 1]")
+        raise UserInputError("--safety must be in (0, 1]")
     directory = resolve(args.model)
     model = load_model(directory, torch.float32 if args.dtype == "float32" else torch.float64)
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from models.errors import UserInputError
+
 from .common import add_model_arg, add_solver_args, finite_list, load, print_json, solver_from_args
 
 
@@ -51,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     if args.n < 1:
-        raise ValueError("-n must be >= 1")
+        raise UserInputError("-n must be >= 1")
     model = load(args)
     gen = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
@@ -68,25 +70,28 @@ def read_points(source: str, dim: int) -> torch.Tensor:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"points: not valid JSON ({err})") from None
+        raise UserInputError(f"points: not valid JSON ({err})") from None
     if isinstance(data, dict) and "points" in data:
         data = data["points"]
     if not isinstance(data, list) or not data:
-        raise ValueError("points: expected a non-empty JSON list of points")
+        raise UserInputError("points: expected a non-empty JSON list of points")
     for i, p in enumerate(data):
         if not isinstance(p, list) or len(p) != dim:
-            raise ValueError(f"points[{i}]: expected a list of {dim} numbers")
+            raise UserInputError(f"points[{i}]: expected a list of {dim} numbers")
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in p):
-            raise ValueError(f"points[{i}]: every coordinate must be a number")
+            raise UserInputError(f"points[{i}]: every coordinate must be a number")
     t = torch.tensor(data, dtype=torch.float64)
     bad = (~torch.isfinite(t)).any(dim=1).nonzero()
     if len(bad):
-        raise ValueError(f"points[{int(bad[0])}]: coordinates must be finite")
+        raise UserInputError(f"points[{int(bad[0])}]: coordinates must be finite")
     return t
 
 
 def cmd_logprob(args: argparse.Namespace) -> int:
     model = load(args)
+    if not model.spec.bijective:
+        raise UserInputError(f"model {model.spec.name!r} changes node counts between layers, so it has no "
+                             "log-density; `knet sample` still works")
     x = read_points(args.points, model.data_dim)
     with torch.no_grad():
         res = model.log_prob(x, solver_from_args(model, args))
@@ -98,22 +103,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from models.checkpoint import EVAL_FILE, atomic_write
     from models.data import get_task
     from models.evaluate import evaluate
-    from models.zoo import resolve
+    from models.zoo import resolve, task_name
     model = load(args)
-    task = get_task(_task_of(resolve(args.model), model.spec.name))
+    task = get_task(task_name(resolve(args.model), model.spec.name))
     result = evaluate(model, task, args.n, args.seed, solver_from_args(model, args))
     if args.write:
         atomic_write(resolve(args.model) / EVAL_FILE, (json.dumps(result, indent=1) + "\n").encode())
     print_json(result)
     return 0
-
-
-def _task_of(directory: Path, name: str) -> str:
-    """The task a checkpoint was trained on: from its config.yaml, else its name."""
-    cfg = directory / "config.yaml"
-    if cfg.is_file():
-        return yaml.safe_load(cfg.read_text())["task"]
-    return name
 
 
 def load_train_config(path: str):
@@ -124,13 +121,13 @@ def load_train_config(path: str):
         raw = yaml.safe_load(Path(path).read_text())
         return TrainConfig(**raw)
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML ({err})") from None
+        raise UserInputError(f"{path}: not valid YAML ({err})") from None
     except ValidationError as err:
         e = err.errors()[0]
         loc, msg = ".".join(map(str, e["loc"])), e["msg"].removeprefix("Value error, ")
-        raise ValueError(f"{path}: {loc}: {msg}" if loc else f"{path}: {msg}") from None
+        raise UserInputError(f"{path}: {loc}: {msg}" if loc else f"{path}: {msg}") from None
     except TypeError:
-        raise ValueError(f"{path}: expected a mapping of training settings") from None
+        raise UserInputError(f"{path}: expected a mapping of training settings") from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:

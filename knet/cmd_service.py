@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+from models.errors import UserInputError
+
 from .settings import REPO_ROOT
 
 SERVICE = "service.service:KirchhoffNetService"
@@ -47,7 +49,7 @@ def _zoo_dirs() -> list[Path]:
 def cmd_store(args: argparse.Namespace) -> int:
     dirs = ([] if args.no_zoo else _zoo_dirs()) + [Path(d) for d in args.dirs]
     if not dirs:
-        raise ValueError("nothing to store: no zoo checkpoint is trained yet and no DIR was given")
+        raise UserInputError("nothing to store: no zoo checkpoint is trained yet and no DIR was given")
     lines, errors = store_checkpoints(dirs)
     for line in lines:
         print(line)
@@ -59,14 +61,14 @@ def cmd_store(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535:
-        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+        raise UserInputError(f"--port must be in 1..65535, got {args.port}")
     if not args.no_store:
         lines, errors = store_checkpoints(_zoo_dirs())
         for line in lines + [f"warning: {e}" for e in errors]:
             print(line, file=sys.stderr)
     from service.store import stored_models
     if not stored_models():
-        raise ValueError(f"no KirchhoffNet model in the BentoML store {os.environ['BENTOML_HOME']}; "
+        raise UserInputError(f"no KirchhoffNet model in the BentoML store {os.environ['BENTOML_HOME']}; "
                          "train the zoo or run `knet store DIR`")
     bentoml_cli = Path(sys.executable).parent / "bentoml"
     cmd = [str(bentoml_cli), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(args.port)]

@@ -6,12 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import print_json
+from models.errors import UserInputError
+from models.zoo import PUBLISHED_NATS as PUBLISHED
 
-# Published KirchhoffNet figures (nats, 8192 fresh samples from the same generators):
-# test NLL for generation, E[log q + U] for potential1.
-PUBLISHED = {"twomoon": 1.020, "circle": 0.833, "swissroll": 2.693, "2spirals": 2.677,
-             "pinwheel": 2.357, "8gaussians": 2.858, "potential1": -1.873}
+from .common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,18 +70,17 @@ def markdown_table(rows: list[dict]) -> str:
 def cmd_zoo_figure(args: argparse.Namespace) -> int:
     from models.checkpoint import load_model
     from models.data import get_task
-    from models.zoo import available, resolve
+    from models.zoo import available, resolve, task_name
 
-    from .cmd_core import _task_of
     from .plots import zoo_figure
     names = args.models or available()
     if not names:
-        raise ValueError("no zoo models found; train them first (see docs/zoo.md)")
+        raise UserInputError("no zoo models found; train them first (see docs/zoo.md)")
     entries = []
     for name in names:
         d = resolve(name)
         model = load_model(d)
-        entries.append((model, get_task(_task_of(d, model.spec.name)), _eval_of(d)))
+        entries.append((model, get_task(task_name(d, model.spec.name)), _eval_of(d)))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     zoo_figure(entries, out)

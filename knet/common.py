@@ -9,6 +9,7 @@ import torch
 
 from models.checkpoint import load_model
 from models.config import SolverConfig
+from models.errors import UserInputError
 from models.flow import KirchhoffNet
 from models.zoo import resolve
 
@@ -43,7 +44,7 @@ def solver_from_args(model: KirchhoffNet, args: argparse.Namespace) -> SolverCon
 def load(args: argparse.Namespace) -> KirchhoffNet:
     device = args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("CUDA requested but torch sees no GPU")
+        raise UserInputError("CUDA requested but torch sees no GPU")
     return load_model(resolve(args.model), DTYPES[args.dtype], device)
 
 

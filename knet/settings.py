@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.errors import UserInputError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -21,10 +23,10 @@ class RuntimeSettings:
     bentoml_home: Path = REPO_ROOT / ".bentoml"
 
     @classmethod
-    def from_env(cls) -> "RuntimeSettings":
+    def from_env(cls) -> RuntimeSettings:
         threads = os.environ.get("KNET_THREADS", "1")
         if not threads.isdigit() or int(threads) < 1:
-            raise ValueError(f"KNET_THREADS must be a positive integer, got {threads!r}")
+            raise UserInputError(f"KNET_THREADS must be a positive integer, got {threads!r}")
         return cls(int(threads), Path(os.environ.get("BENTOML_HOME", str(REPO_ROOT / ".bentoml"))))
 
 

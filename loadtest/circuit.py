@@ -1,6 +1,6 @@
 """The circuit side of the comparison: projected chip timing, its ngspice confirmation, energy.
 
-Projected latency of one forward pass (one sample) on the chip (DESIGN.md §3):
+Projected latency of one forward pass (one sample) on the chip (docs/design.md §3):
 
     t_chip = T·τ + t_DAC + t_ADC,   τ = C·V0/I0,   T = Σ_layers duration
 
@@ -20,7 +20,7 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from models.checkpoint import CIRCUIT_FILE
@@ -53,14 +53,27 @@ class CircuitFigures:
     data_dim: int
     capacitor_energy_j: float
     device_energy_j: float
-    simulated: dict | None = None  # parsed `knet simulate --json`, when it ran
+    simulated: SimulationSummary | None = None  # `knet simulate --json`, when it ran
 
     @property
     def energy_j(self) -> float:
         return self.capacitor_energy_j + self.device_energy_j
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "energy_j": self.energy_j}
+        out = {**asdict(self), "energy_j": self.energy_j}
+        out["simulated"] = self.simulated.as_dict() if self.simulated else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CircuitFigures:
+        """Figures from their ``as_dict`` form (``results.json``)."""
+        names = {f.name for f in fields(cls)}
+        kept = {k: v for k, v in data.items() if k in names}
+        sim = kept.get("simulated")
+        if sim is not None:
+            kept["simulated"] = SimulationSummary(
+                **{k: v for k, v in sim.items() if k in {f.name for f in fields(SimulationSummary)}})
+        return cls(**kept)
 
 
 def load_spec(model: str) -> CircuitSpec:
@@ -107,52 +120,60 @@ def figures(spec: CircuitSpec, model: str | None = None) -> CircuitFigures:
     )
 
 
-def _collect(obj, key: str, path: str = "") -> dict[str, float]:
-    """Every numeric value stored under ``key`` anywhere in ``obj``, keyed by its JSON path."""
-    found: dict[str, float] = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            where = f"{path}.{k}" if path else str(k)
-            if k == key and isinstance(v, int | float) and not isinstance(v, bool):
-                found[path or key] = float(v)
-            elif k == key and isinstance(v, dict):
-                found.update({(f"{path}.{kk}" if path else str(kk)): float(vv) for kk, vv in v.items()
-                              if isinstance(vv, int | float) and not isinstance(vv, bool)})
-            else:
-                found.update(_collect(v, key, where))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            found.update(_collect(v, key, f"{path}[{i}]"))
-    return found
+@dataclass(frozen=True)
+class SimulationSummary:
+    """What the load-test report uses of ``knet simulate MODEL --json``
+    (``export.simulate.SimulationReport.to_json``): the circuit time T·τ and the projected
+    latency it checks (seconds), ngspice's wall time (seconds, summed over runs) and the worst
+    relative error per netlist variant; ``exit_code`` is 1 when ngspice disagreed with the
+    model by more than ``knet simulate``'s tolerance."""
 
+    simulated_time_s: float
+    projected_latency_s: float
+    ngspice_wall_s: float
+    max_rel_error: dict[str, float]
+    exit_code: int = 0
+    command: str = ""
 
-def parse_simulation(data: dict) -> dict:
-    """Normalise ``knet simulate MODEL --json`` output: the circuit time, the projection it
-    checks, ngspice's wall time and the worst relative error per variant."""
-    errors = _collect(data, "max_rel_error")
+    @property
+    def worst_rel_error(self) -> float | None:
+        return max(self.max_rel_error.values()) if self.max_rel_error else None
 
-    def first(key: str) -> float | None:
-        vals = _collect(data, key)
-        return next(iter(vals.values())) if vals else None
+    @classmethod
+    def from_simulate_json(cls, data: object, exit_code: int = 0, command: str = "") -> SimulationSummary:
+        """Parse ``knet simulate --json`` output by its schema.
 
-    return {
-        "simulated_time_s": first("simulated_time_s"),
-        "projected_latency_s": first("projected_latency_s"),
-        "ngspice_wall_s": first("ngspice_wall_s"),
-        "max_rel_error": errors,
-        "worst_rel_error": max(errors.values()) if errors else None,
-    }
+        Raises:
+            ValueError: not a JSON object, a field missing, or a field of the wrong type.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"knet simulate --json: expected an object, got {type(data).__name__}")
+        numbers = {}
+        for key in ("simulated_time_s", "projected_latency_s", "ngspice_wall_s"):
+            value = data.get(key)
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ValueError(f"knet simulate --json: {key!r} must be a number, got {value!r}")
+            numbers[key] = float(value)
+        errors = data.get("max_rel_error")
+        if not isinstance(errors, dict) or not all(
+                isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+                for k, v in errors.items()):
+            raise ValueError(f"knet simulate --json: 'max_rel_error' must map variants to numbers, got {errors!r}")
+        return cls(**numbers, max_rel_error={k: float(v) for k, v in errors.items()}, exit_code=exit_code,
+                   command=command)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "worst_rel_error": self.worst_rel_error}
 
 
 def simulate(model: str, timeout_s: float = 240.0, n: int = 1,
-             variants: str = "sample") -> tuple[dict | None, str | None]:
+             variants: str = "sample") -> tuple[SimulationSummary | None, str | None]:
     """Run ``knet simulate MODEL -n N --variants V --json`` (ngspice) in its own process group.
 
     A few inputs of one variant confirm the timing and show the agreement; the full sweep is
-    the export report's job. Returns ``(parsed, None)``, or ``(None, reason)`` when the
-    command is missing, fails without JSON or times out (its whole group is then killed):
-    a load test never fails because the simulator is unavailable. ``parsed["exit_code"]``
-    is 1 when ngspice disagreed with the model by more than ``knet simulate``'s tolerance.
+    the export report's job. Returns ``(summary, None)``, or ``(None, reason)`` when the
+    command is missing, fails without its JSON or times out (its whole group is then killed):
+    a load test never fails because the simulator is unavailable.
     """
     # --max-seconds: knet simulate refuses at once when it projects a longer ngspice run
     cmd = [sys.executable, "-m", "knet", "simulate", model, "-n", str(n), "--variants", variants,
@@ -168,8 +189,7 @@ def simulate(model: str, timeout_s: float = 240.0, n: int = 1,
         proc.communicate()
         return None, f"knet simulate timed out after {timeout_s:.0f} s"
     try:
-        parsed = parse_simulation(json.loads(out))
-    except json.JSONDecodeError:
-        tail = (err.strip().splitlines() or ["no output"])[-1]
+        return SimulationSummary.from_simulate_json(json.loads(out), proc.returncode, " ".join(cmd[2:])), None
+    except (json.JSONDecodeError, ValueError) as parse_error:
+        tail = (err.strip().splitlines() or [str(parse_error)])[-1]
         return None, f"knet simulate exited {proc.returncode}: {tail[:200]}"
-    return {**parsed, "exit_code": proc.returncode, "command": " ".join(cmd[2:])}, None

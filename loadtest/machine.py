@@ -1,4 +1,5 @@
-"""Where the numbers came from: CPU/GPU, torch, threads, load, and (on a GPU) board power.
+"""Where the numbers came from: CPU/GPU, torch, threads, load, which CPUs the server and the
+load generator were pinned to, and (on a GPU) board power.
 
 The GPU parts are conditional: they run only where ``torch.cuda.is_available()`` or
 ``nvidia-smi`` exists, and report ``None`` otherwise.
@@ -39,6 +40,55 @@ def gpu_names() -> list[str]:
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+def affinity(pid: int) -> str | None:
+    """The CPU list process ``pid`` may run on (``"0-1"``, ``"1"``), from /proc; None if unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_count(cpus: str | None) -> int:
+    """Number of CPUs in a list like ``"0-1,3"``."""
+    if not cpus:
+        return 0
+    n = 0
+    for part in cpus.split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
+def pinning(no_pin: bool, started: bool, n: int | None = None) -> tuple[str | None, str | None]:
+    """(server CPUs, client CPUs) as taskset lists: the load generator gets the lower half of
+    the CPUs (CPU 0 on a 2-CPU box), the server the upper half, so neither steals the other's
+    cores; None where not pinned (one CPU, ``no_pin``, or a server we did not start)."""
+    n = n or os.cpu_count() or 1
+    if no_pin or n < 2:
+        return None, None
+    half = n // 2
+    client = "0" if half == 1 else f"0-{half - 1}"
+    server = f"{half}" if n - half == 1 else f"{half}-{n - 1}"
+    return (server if started else None), client
+
+
+def cores_statement(server_cpus: str | None, client_cpus: str | None, started: bool, ncpu: int) -> str:
+    """One paragraph of the report: who ran on which CPUs."""
+    if started and server_cpus and client_cpus:
+        return (f"The load generator (locust, and the open-loop generator) ran on this same machine, pinned with "
+                f"`taskset` to CPU {client_cpus}; the server was pinned to CPU {server_cpus}, so it had "
+                f"{cpu_count(server_cpus)} of the {ncpu} logical CPUs. Other processes on the machine were not "
+                "pinned and could run on either CPU (see the load average).")
+    if client_cpus:
+        return (f"The load generator ran on this machine pinned to CPU {client_cpus}; the server was started "
+                f"elsewhere on this machine (CPUs: {server_cpus or 'unknown'}).")
+    return (f"The load generator and the server shared all {ncpu} logical CPUs of this machine (not pinned): "
+            "the figures include their contention.")
 
 
 def served_devices(url: str) -> list[str]:
@@ -98,7 +148,7 @@ class PowerSampler:
                 self._samples.append((time.monotonic(), w))
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> "PowerSampler":
+    def __enter__(self) -> PowerSampler:
         if self.available:
             self._thread = threading.Thread(target=self._loop, daemon=True)
             self._t0 = time.monotonic()

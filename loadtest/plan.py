@@ -112,7 +112,7 @@ class Plan:
         n = len(self.closed_steps()) + (len(self.open_loop_factors) if self.open_loop else 0)
         return n * (self.step_s + per_step_overhead_s)
 
-    def with_models(self, models: tuple[str, ...]) -> "Plan":
+    def with_models(self, models: tuple[str, ...]) -> Plan:
         ol = self.open_loop
         if ol is not None and ol.model not in models:
             ol = replace(ol, model=models[0])

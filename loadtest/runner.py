@@ -19,12 +19,13 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
+from service.launch import taskset_prefix
+
 from . import circuit, prom
-from .locust_csv import LocustResult
-from .locust_run import run_closed
+from .locust_run import LocustResult, run_closed
 from .machine import PowerSampler
 from .plan import Plan, Scenario, Step
-from .target import taskset_prefix
+from .results import LoadTestResult, StepRow
 
 
 @dataclass
@@ -164,8 +165,8 @@ def wait_idle(url: str, timeout_s: float = 90.0) -> float:
 
 
 def run_step(step: Step, ctx: RunContext, body_path: Path, chip: circuit.CircuitFigures | None,
-             projected_from_service: float | None, index: int) -> dict:
-    """Measure one step and return its report row (see ``report.COLUMNS``)."""
+             projected_from_service: float | None, index: int, peak_closed_rps: float | None = None) -> StepRow:
+    """Measure one step and return its report row."""
     sc = step.scenario
     drained_s = wait_idle(ctx.url)
     before_text, before = _try_scrape(ctx.url)
@@ -184,30 +185,30 @@ def run_step(step: Step, ctx: RunContext, body_path: Path, chip: circuit.Circuit
     chip_s = chip.chip_latency_s if chip else projected_from_service
     samples_per_s = client["rps"] * sc.rows
     ratio_request, ratio_sample = ratios(client["p50_s"], samples_per_s, chip_s)
-    row = {
-        "model": sc.model, "endpoint": sc.endpoint, "rows": sc.rows, "mode": step.mode,
-        "users": step.users if step.mode == "closed" else None,
-        "offered_rps": client.get("offered_rps"), "duration_s": step.duration_s, "wall_s": wall,
-        "drained_before_s": drained_s,
+    energy_j = sampler.energy_j()
+    row = StepRow(
+        model=sc.model, endpoint=sc.endpoint, rows=sc.rows, mode=step.mode,
+        users=step.users if step.mode == "closed" else None,
+        offered_rps=client.get("offered_rps"), duration_s=step.duration_s, wall_s=wall,
+        drained_before_s=drained_s,
         **{k: v for k, v in client.items() if k != "offered_rps"},
-        "error_rate": client["failures"] / client["requests"] if client["requests"] else None,
-        "samples_per_s": samples_per_s,
-        "server_requests": server.requests if server else None,
-        "server_solves": server.solves if server else None,
-        "server_rows": server.rows if server else None,
-        "solve_mean_s": server.solve_mean_s if server else None,
-        "solve_p50_s": server.solve_p50_s if server else None,
-        "solve_p99_s": server.solve_p99_s if server else None,
-        "nfe_mean": server.nfe_mean if server else None,
-        "batch_mean": server.batch_mean if server else None,
-        "solver_failures": server.failures_by_status if server else None,
-        "chip_latency_s": chip_s,
-        "ratio_request": ratio_request,
-        "ratio_sample": ratio_sample,
-        "gpu_power_w": sampler.mean_w,
-        "gpu_j_per_sample": (sampler.energy_j() / (client["ok_requests"] * sc.rows)
-                             if sampler.energy_j() and client["ok_requests"] else None),
-    }
+        error_rate=client["failures"] / client["requests"] if client["requests"] else None,
+        samples_per_s=samples_per_s,
+        server_requests=server.requests if server else None,
+        server_solves=server.solves if server else None,
+        server_rows=server.rows if server else None,
+        solve_mean_s=server.solve_mean_s if server else None,
+        solve_p50_s=server.solve_p50_s if server else None,
+        solve_p99_s=server.solve_p99_s if server else None,
+        nfe_mean=server.nfe_mean if server else None,
+        batch_mean=server.batch_mean if server else None,
+        solver_failures=server.failures_by_status if server else None,
+        chip_latency_s=chip_s, ratio_request=ratio_request, ratio_sample=ratio_sample,
+        gpu_power_w=sampler.mean_w,
+        gpu_j_per_sample=(energy_j / (client["ok_requests"] * sc.rows) if energy_j and client["ok_requests"]
+                          else None),
+        peak_closed_rps=peak_closed_rps,
+    )
     # the knet_* series of this step's model (and BentoML's in-progress gauge): what the report uses
     for when, text in (("before", before_text), ("after", after_text)):
         (ctx.raw_dir / f"step{index:03d}_metrics_{when}.txt").write_text(prom.keep_families(text, model=sc.model))
@@ -222,11 +223,11 @@ def _try_scrape(url: str) -> tuple[str, prom.Samples | None]:
         return f"# scrape failed: {err}\n", None
 
 
-def run_plan(plan: Plan, ctx: RunContext) -> dict:
-    """Run every step of ``plan``; returns ``{"circuit": {model: figures}, "rows": [...],
-    "notes": [...]}``. Progress goes to stderr."""
-    ctx.raw_dir.mkdir(parents=True, exist_ok=True)
-    notes: list[str] = []
+def prepare_models(plan: Plan, ctx: RunContext, notes: list[str]) -> tuple[
+        dict[str, circuit.CircuitFigures | None], dict[str, dict], dict[str, list]]:
+    """Per model: the chip figures (with the ``knet simulate`` confirmation when asked), the
+    service's first ``/sample`` answer (without arrays) and in-distribution points for
+    ``/logprob``. Models that cannot be sampled get a note and no points (their steps are skipped)."""
     chips: dict[str, circuit.CircuitFigures | None] = {}
     service_info: dict[str, dict] = {}
     points: dict[str, list] = {}
@@ -251,8 +252,17 @@ def run_plan(plan: Plan, ctx: RunContext) -> dict:
             points[m], service_info[m] = fetch_points(ctx.url, m, max(plan.rows), spec.data_dim if spec else None)
         except RuntimeError as err:
             notes.append(f"{m}: skipped ({err})")
+    return chips, service_info, points
+
+
+def run_plan(plan: Plan, ctx: RunContext) -> LoadTestResult:
+    """Run every step of ``plan``; returns the circuit figures, the rows and the notes (the
+    caller adds where it ran). Progress goes to stderr."""
+    ctx.raw_dir.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    chips, service_info, points = prepare_models(plan, ctx, notes)
     closed = [s for s in plan.closed_steps() if s.scenario.model in points]
-    rows: list[dict] = []
+    rows: list[StepRow] = []
     bodies: dict[str, Path] = {}
     bar = tqdm(total=len(closed) + (len(plan.open_loop_factors) if plan.open_loop else 0),
                desc="load test", unit="step", file=sys.stderr)
@@ -260,7 +270,8 @@ def run_plan(plan: Plan, ctx: RunContext) -> dict:
     def body_for(sc: Scenario) -> Path:
         if sc.key not in bodies:
             path = ctx.raw_dir / f"body_{sc.model}_{sc.endpoint}_{sc.rows}.json"
-            data = json.dumps(request_body(sc, points.get(sc.model), plan.with_logprob), separators=(",", ":")).encode()
+            body = request_body(sc, points.get(sc.model), plan.with_logprob)
+            data = json.dumps(body, separators=(",", ":")).encode()
             path.write_bytes(data)
             warm_up(ctx.url, sc, data, plan.warmup_requests)
             bodies[sc.key] = path
@@ -279,16 +290,15 @@ def run_plan(plan: Plan, ctx: RunContext) -> dict:
         bar.update()
     ol = plan.open_loop_scenario()
     if ol is not None:
-        peak = max((r["rps"] for r in rows if r["mode"] == "closed" and r["model"] == ol.model
-                    and r["endpoint"] == ol.endpoint and r["rows"] == ol.rows), default=0.0)
+        peak = max((r.rps for r in rows if r.mode == "closed" and r.model == ol.model
+                    and r.endpoint == ol.endpoint and r.rows == ol.rows), default=0.0)
         if peak <= 0:
             notes.append(f"open loop skipped: no closed-loop throughput measured for {ol.key}")
         for step in plan.open_steps(peak):
             bar.set_postfix_str(step.label)
             try:
-                row = run_step(step, ctx, body_for(ol), chips.get(ol.model), projected(ol.model), len(rows))
-                row["peak_closed_rps"] = peak
-                rows.append(row)
+                rows.append(run_step(step, ctx, body_for(ol), chips.get(ol.model), projected(ol.model), len(rows),
+                                     peak_closed_rps=peak))
             except RuntimeError as err:
                 notes.append(f"{step.label}: {err}")
             bar.update()
@@ -297,5 +307,4 @@ def run_plan(plan: Plan, ctx: RunContext) -> dict:
         sp = projected(m)
         if fig is not None and sp is not None and not math.isclose(sp, fig.chip_latency_s, rel_tol=1e-6):
             notes.append(f"{m}: the service projects {sp:.4g} s, the local checkpoint {fig.chip_latency_s:.4g} s")
-    return {"circuit": {m: (f.as_dict() if f else None) for m, f in chips.items()},
-            "service": service_info, "rows": rows, "notes": notes}
+    return LoadTestResult(circuit=chips, service=service_info, rows=rows, notes=notes)

@@ -29,6 +29,8 @@ from torch import Tensor
 
 from . import engine
 from .config import CalibrationRecord, SolverConfig
+from .engine_layers import rk4_layer
+from .engine_state import pack, unpack
 from .flow import KirchhoffNet, standard_normal_log_prob
 from .solvers import Budget, adaptive
 
@@ -48,7 +50,7 @@ class Reference:
     boundaries: list[Tensor]
     increments: list[Tensor]
 
-    def rows(self, i: int, j: int) -> "Reference":
+    def rows(self, i: int, j: int) -> Reference:
         """The reference restricted to rows ``i:j``."""
         return Reference(self.z[i:j], self.x[i:j], self.logp[i:j], [b[i:j] for b in self.boundaries],
                          [d[i:j] for d in self.increments])
@@ -90,17 +92,17 @@ def solve_errors(model: KirchhoffNet, ref: Reference, solver: SolverConfig) -> t
 def local_error(model: KirchhoffNet, ref: Reference, k: int, steps: int) -> float:
     """Max error of layer ``k`` alone with ``steps`` RK4 steps, forward and reverse, started
     from the tight boundary states (model dtype)."""
-    n = model.data_dim
     worst = 0.0
     for reverse in (False, True):
         L = engine.prepared_layers(model, reverse)[k]
-        start, goal = (ref.boundaries[k + 1], ref.boundaries[k]) if reverse else (ref.boundaries[k], ref.boundaries[k + 1])
-        S = start.new_zeros(n + 2, start.shape[0], dtype=model.dtype)
-        S[0] = 1.0  # the engine's bias row
-        S[1:n + 1] = start.t().to(model.dtype)
+        start, goal = ref.boundaries[k], ref.boundaries[k + 1]
+        if reverse:
+            start, goal = goal, start
+        S = pack(start.to(model.dtype))
         with torch.no_grad():
-            engine.rk4_layer(L, S, model.spec.layers[k].duration, steps, True, Budget(10**9, 3600.0))
-        worst = max(worst, _maxabs(S[1:n + 1].t(), goal), _maxabs(S[n + 1], ref.increments[k]))
+            rk4_layer(L, S, model.spec.layers[k].duration, steps, True, Budget(10**9, 3600.0))
+        v_end, ell = unpack(S)
+        worst = max(worst, _maxabs(v_end, goal), _maxabs(ell, ref.increments[k]))
     return worst
 
 

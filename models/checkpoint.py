@@ -11,6 +11,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from safetensors.torch import save as st_save
 
 from .config import CircuitSpec, LayerSpec
 from .devices import DeviceFamily
+from .errors import UserInputError
 from .flow import KirchhoffNet
 
 CIRCUIT_FILE = "circuit.json"
@@ -30,23 +32,55 @@ EVAL_FILE = "eval.json"
 CONFIG_FILE = "config.yaml"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserInputError):
     """A checkpoint or circuit file that cannot be loaded; the message says why and where."""
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory."""
+BeforeRename = Callable[[Path, Path], None]
+"""Fault-injection hook of :func:`atomic_write`: called with ``(final path, temporary path)``
+once the temporary file is complete and fsynced, just before it is renamed into place: the
+one moment at which a crash leaves a temporary file and the previous version of the file.
+Tests use it to stop (and then SIGKILL) a writer at exactly that point; ``None`` in normal use."""
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def atomic_write(path: Path, data: bytes, before_rename: BeforeRename | None = None) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory, fsync it,
+    rename it over ``path`` and fsync the directory, so ``path`` holds either the old or the
+    new bytes whatever happens. ``before_rename``: see :data:`BeforeRename`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path))
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        if before_rename is not None:
+            before_rename(path, Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def remove_stale_temp_files(directory: str | Path, names: tuple[str, ...] | None = None) -> list[Path]:
+    """Delete the temporary files that an interrupted :func:`atomic_write` of any of ``names``
+    (default: the checkpoint's files) left in ``directory`` (a killed process cannot clean up
+    after itself); returns them."""
+    names = names if names is not None else (WEIGHTS_FILE, CIRCUIT_FILE, TRAIN_STATE_FILE)
+    d = Path(directory)
+    stale = [t for name in names for t in d.glob(_temp_prefix(d / name) + "*") if t.is_file()]
+    for t in stale:
+        t.unlink(missing_ok=True)
+    return stale
 
 
 def weights_bytes(model: KirchhoffNet) -> bytes:
@@ -70,11 +104,11 @@ def content_hash(directory: str | Path) -> str:
     return h.hexdigest()
 
 
-def save_model(model: KirchhoffNet, directory: str | Path) -> str:
-    """Write ``model`` into ``directory`` atomically; returns its content hash."""
+def save_model(model: KirchhoffNet, directory: str | Path, before_rename: BeforeRename | None = None) -> str:
+    """Write ``model`` into ``directory`` atomically (file by file); returns its content hash."""
     d = Path(directory)
-    atomic_write(d / WEIGHTS_FILE, weights_bytes(model))
-    atomic_write(d / CIRCUIT_FILE, circuit_bytes(model.spec))
+    atomic_write(d / WEIGHTS_FILE, weights_bytes(model), before_rename)
+    atomic_write(d / CIRCUIT_FILE, circuit_bytes(model.spec), before_rename)
     return content_hash(d)
 
 

@@ -37,7 +37,11 @@ class LayerOperator:
     """A layer's vector field with parameters frozen for one solve.
 
     Shapes: ``v`` is ``(batch, nodes)`` in model volts; ``dv/dt`` is ``(batch, nodes)``;
-    the divergence is ``(batch,)`` in 1/model-time.
+    the divergence is ``(batch,)`` in 1/model-time. An operator built from parameters with
+    leading *instance* dimensions (one set of devices per emulated chip, ``models.chip``)
+    takes ``v (*instances, batch, nodes)``; its per-edge tensors are then stored as
+    ``(*instances, 1, edges)`` and its per-node ones as ``(*instances, 1, nodes + 1)`` so
+    that they broadcast over the batch.
     """
 
     form: str
@@ -45,38 +49,98 @@ class LayerOperator:
     act: str
     leaky_slope: float
     c: Tensor  # (edges,)
-    w: Tensor  # (edges,) divergence weights b[d≠0]/C_d − a[s≠0]/C_s
+    w: Tensor  # (edges,) divergence weights s·(b[d≠0]/C_d − a[s≠0]/C_s)
+    noise_gain: Tensor  # (edges,) s·(|a| + |b|)/2: conductance per unit act' (models.chip noise)
     A: Tensor | None = None  # (nodes, edges), dense form
     B: Tensor | None = None  # (edges, nodes), dense form, includes 1/C
     a: Tensor | None = None  # (edges,), gather form
     b: Tensor | None = None
     src: Tensor | None = None  # (edges,) long, 0 = ground
     dst: Tensor | None = None
-    inv_cap: Tensor | None = None  # (nodes,) or None when every C is 1
+    inv_cap: Tensor | None = None  # (nodes,) gather form; None when every C is 1
+    current_scale: Tensor | None = None  # (edges,) per-device I0 factor; None when all are 1
 
     def _pre_activation(self, v: Tensor) -> Tensor:
         if self.form == "dense":
-            return torch.addmm(self.c, v, self.A)  # (batch, edges)
+            if v.ndim == 2 and self.A.ndim == 2:
+                return torch.addmm(self.c, v, self.A)  # (batch, edges)
+            return torch.matmul(v, self.A) + self.c
         v_pad = torch.nn.functional.pad(v, (1, 0))  # column 0 is ground, 0 V
-        return self.a * v_pad[:, self.src] + self.b * v_pad[:, self.dst] + self.c
+        return self.a * v_pad[..., self.src] + self.b * v_pad[..., self.dst] + self.c
 
-    def _kcl(self, i: Tensor, nodes: int) -> Tensor:
+    def kcl(self, i: Tensor) -> Tensor:
+        """Node currents over capacitances: device currents ``i (…, batch, edges)`` (model
+        amperes, already scaled) → dv/dt ``(…, batch, nodes)``."""
         if self.form == "dense":
-            return i @ self.B
-        out = i.new_zeros(i.shape[0], nodes + 1)
-        out = out.index_add(1, self.dst, i).index_add(1, self.src, -i)[:, 1:]
+            return torch.matmul(i, self.B)
+        out = i.new_zeros(*i.shape[:-1], self.n_nodes + 1)
+        out = out.index_add(-1, self.dst, i).index_add(-1, self.src, -i)[..., 1:]
         return out if self.inv_cap is None else out * self.inv_cap
+
+    def _divergence(self, slope: Tensor) -> Tensor:
+        if self.w.ndim == 1:
+            return slope @ self.w
+        return torch.matmul(slope, self.w.transpose(-1, -2)).squeeze(-1)
+
+    def currents_and_slopes(self, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Device currents (model amperes, current scale applied) and act'(z), each
+        ``(…, batch, edges)``."""
+        i, slope = activation_and_slope(self.act, self._pre_activation(v), self.leaky_slope)
+        return (i if self.current_scale is None else i * self.current_scale), slope
 
     def rhs(self, v: Tensor) -> Tensor:
         """dv/dt, ``(batch, nodes)``."""
-        z = self._pre_activation(v)
-        return self._kcl(activation(self.act, z, self.leaky_slope), self.n_nodes)
+        i = activation(self.act, self._pre_activation(v), self.leaky_slope)
+        return self.kcl(i if self.current_scale is None else i * self.current_scale)
 
     def rhs_and_divergence(self, v: Tensor) -> tuple[Tensor, Tensor]:
         """(dv/dt ``(batch, nodes)``, closed-form tr(∂f/∂v) ``(batch,)``) in one pass."""
-        z = self._pre_activation(v)
-        i, slope = activation_and_slope(self.act, z, self.leaky_slope)
-        return self._kcl(i, self.n_nodes), slope @ self.w
+        i, slope = self.currents_and_slopes(v)
+        return self.kcl(i), self._divergence(slope)
+
+
+def _incidence(index: Tensor, n_nodes: int, dtype: torch.dtype) -> Tensor:
+    """``(nodes + 1, edges)`` one-hot: 1 at (index_e, e); row 0 is ground."""
+    rows = torch.arange(n_nodes + 1, device=index.device)
+    return (rows[:, None] == index[None, :]).to(dtype)
+
+
+def layer_operator(family: DeviceFamily, params: dict[str, Tensor], src: Tensor, dst: Tensor, n_nodes: int,
+                   inv_cap_padded: Tensor, form: str = "gather", leaky_slope: float = 0.2,
+                   current_scale: Tensor | None = None, unit_capacitance: bool = False) -> LayerOperator:
+    """Freeze raw device parameters into a :class:`LayerOperator` (differentiable).
+
+    Args:
+        family: the device family; ``params`` are its raw parameters, each ``(edges,)`` or
+            ``(*instances, edges)`` for a stack of emulated chips.
+        src, dst: ``(edges,)`` terminal node indices, 0 = ground.
+        inv_cap_padded: ``(nodes + 1,)`` or ``(*instances, nodes + 1)`` inverse node
+            capacitances (dimensionless) with 0 at index 0, so ground drops out.
+        current_scale: optional per-device I0 factor, shaped like the parameters.
+        unit_capacitance: every C is 1 (skips a multiply in the gather form).
+    """
+    a, b, c = family.effective(params)
+    batched = a.ndim > 1
+    if batched:  # (*instances, edges) → (*instances, 1, edges): broadcast over the batch rows
+        a, b, c = a.unsqueeze(-2), b.unsqueeze(-2), c.unsqueeze(-2)
+        inv_cap_padded = inv_cap_padded.unsqueeze(-2)
+        if current_scale is not None:
+            current_scale = current_scale.unsqueeze(-2)
+    inv = inv_cap_padded
+    w = b * inv[..., dst] - a * inv[..., src]
+    gain = 0.5 * (a.abs() + b.abs())
+    if current_scale is not None:
+        w, gain = w * current_scale, gain * current_scale
+    if form == "dense":
+        p_src, p_dst = _incidence(src, n_nodes, a.dtype), _incidence(dst, n_nodes, a.dtype)
+        A = (p_src * a + p_dst * b)[..., 1:, :]  # ground row dropped
+        B = (p_dst - p_src).transpose(0, 1)[:, 1:] * inv[..., 1:]
+        return LayerOperator("dense", n_nodes, family.activation, leaky_slope, c=c, w=w, noise_gain=gain,
+                             A=A, B=B, current_scale=current_scale)
+    return LayerOperator("gather", n_nodes, family.activation, leaky_slope, c=c, w=w, noise_gain=gain,
+                         a=a, b=b, src=src, dst=dst,
+                         inv_cap=None if unit_capacitance and not batched else inv[..., 1:],
+                         current_scale=current_scale)
 
 
 class CircuitLayer(nn.Module):
@@ -87,10 +151,13 @@ class CircuitLayer(nn.Module):
         device: a device family name (``affine-tanh``, ``diff-relu``, ``conductance`` …).
         params: optional initial raw parameters, each ``(edges,)``.
         leaky_slope: negative slope of ``leaky_relu`` devices.
+        current_scale: optional per-device I0 factor ``(edges,)`` (an emulated chip's
+            mismatch, ``models.chip``); not learnable, not saved in checkpoints.
     """
 
     def __init__(self, spec: LayerSpec, device: str, params: dict[str, Tensor] | None = None,
-                 leaky_slope: float = 0.2, init_scale: float = 0.5, generator: torch.Generator | None = None):
+                 leaky_slope: float = 0.2, init_scale: float = 0.5, generator: torch.Generator | None = None,
+                 current_scale: Tensor | None = None):
         super().__init__()
         self.spec = spec
         self.family = DeviceFamily.parse(device)
@@ -104,6 +171,11 @@ class CircuitLayer(nn.Module):
         inv = torch.cat([torch.zeros(1, dtype=torch.float64), 1.0 / caps])
         self.register_buffer("inv_cap_padded", inv.to(torch.get_default_dtype()), persistent=False)
         n_edges = edges.shape[0]
+        if current_scale is not None:
+            current_scale = torch.as_tensor(current_scale, dtype=torch.get_default_dtype()).reshape(-1)
+            if current_scale.shape[0] != n_edges:
+                raise ValueError(f"current_scale has {current_scale.shape[0]} values for {n_edges} edges")
+        self.register_buffer("current_scale", current_scale, persistent=False)
         self.params = nn.ParameterDict()
         for name in self.family.param_names:
             if params is not None:
@@ -129,24 +201,9 @@ class CircuitLayer(nn.Module):
 
     def operator(self, form: Form = "auto") -> LayerOperator:
         """Freeze the current parameters into a :class:`LayerOperator` (differentiable)."""
-        a, b, c = self.family.effective(dict(self.params.items()))
-        inv = self.inv_cap_padded
-        w = b * inv[self.dst] - a * inv[self.src]
-        kind = self.choose_form(form)
-        if kind == "dense":
-            n, e = self.nodes, self.num_edges
-            rows = torch.arange(e, device=a.device)
-            # built with index_put (accumulate) so a gradient flows to a, b; ground row is dropped
-            A = a.new_zeros(n + 1, e).index_put((self.src, rows), a, accumulate=True)
-            A = A.index_put((self.dst, rows), b, accumulate=True)[1:]
-            B = a.new_zeros(e, n + 1)
-            B = B.index_put((rows, self.src), -torch.ones_like(a), accumulate=True)
-            B = B.index_put((rows, self.dst), torch.ones_like(a), accumulate=True)[:, 1:]
-            B = B * inv[1:]
-            return LayerOperator("dense", n, self.family.activation, self.leaky_slope, c=c, w=w, A=A, B=B)
-        return LayerOperator("gather", self.nodes, self.family.activation, self.leaky_slope, c=c, w=w,
-                             a=a, b=b, src=self.src, dst=self.dst,
-                             inv_cap=None if self.unit_capacitance else inv[1:])
+        return layer_operator(self.family, dict(self.params.items()), self.src, self.dst, self.nodes,
+                              self.inv_cap_padded, self.choose_form(form), self.leaky_slope,
+                              self.current_scale, self.unit_capacitance)
 
 
 def autograd_divergence(op: LayerOperator, v: Tensor) -> Tensor:

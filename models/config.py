@@ -23,7 +23,7 @@ class _Frozen(BaseModel):
 
 
 class HardwareConstants(_Frozen):
-    """Physical constants that map the dimensionless ODE onto a chip (DESIGN.md §3).
+    """Physical constants that map the dimensionless ODE onto a chip (docs/design.md §3).
 
     One unit of model time lasts ``tau_s = capacitance_f * voltage_scale_v / current_scale_a``.
     The DAC/ADC figures are placeholders for a fast converter pair; override them per chip.
@@ -34,11 +34,90 @@ class HardwareConstants(_Frozen):
     current_scale_a: float = Field(1e-3, gt=0, description="I0: one model ampere, in amperes")
     dac_setup_s: float = Field(5e-9, ge=0, description="input DAC set-up time, seconds")
     adc_readout_s: float = Field(5e-9, ge=0, description="output sample/hold + ADC time, seconds")
+    temperature_k: float = Field(300.0, gt=0, le=1000, description="die temperature for thermal noise, kelvin")
+    converter_full_scale: float = Field(
+        4.0, gt=0, description="DAC/ADC full scale: codes span ±this many model volts (±V0·full_scale)")
 
     @property
     def tau_s(self) -> float:
         """Seconds per unit of model time: C·V0/I0."""
         return self.capacitance_f * self.voltage_scale_v / self.current_scale_a
+
+
+class ChipConfig(_Frozen):
+    """Non-idealities of one emulated chip (``models.chip``); the default is the ideal chip.
+
+    Mismatch figures are relative standard deviations (0.01 = 1 %) except ``offset_sigma``,
+    an input-referred offset in model volts (units of V0). ``None`` for ``offset_sigma`` or
+    ``capacitor_sigma`` means "the same as ``mismatch``". Bits ``None`` mean ideal (∞).
+    ``switching_s`` is the layer-switch transition time in seconds, modelled as a linear
+    cross-fade centred on each boundary or as break-before-make (a gap with no layer
+    connected). One ``instance`` seed is one manufactured chip: same seed, same chip.
+    """
+
+    mismatch: float = Field(0.0, ge=0, le=0.5, description="σ of device gains a, b (or g) and of I0, relative")
+    offset_sigma: float | None = Field(None, ge=0, le=1, description="σ of device offsets c, model volts")
+    capacitor_sigma: float | None = Field(None, ge=0, le=0.5, description="σ of node capacitors, relative")
+    quant_bits: int | None = Field(None, ge=2, le=24, description="weight bits (symmetric, 2^k − 1 levels)")
+    noise: bool = Field(False, description="thermal noise 4kT|g| of every device (an SDE)")
+    dac_bits: int | None = Field(None, ge=2, le=24, description="input DAC bits over ±full scale")
+    adc_bits: int | None = Field(None, ge=2, le=24, description="output ADC bits over ±full scale")
+    switching_s: float = Field(0.0, ge=0, le=1e-6, description="layer-switch transition time, seconds")
+    switching_mode: Literal["crossfade", "break"] = "crossfade"
+    instance: int = Field(0, ge=0, le=2**31 - 1, description="chip instance seed")
+
+    @property
+    def sigma_offset(self) -> float:
+        return self.mismatch if self.offset_sigma is None else self.offset_sigma
+
+    @property
+    def sigma_capacitor(self) -> float:
+        return self.mismatch if self.capacitor_sigma is None else self.capacitor_sigma
+
+    @property
+    def has_mismatch(self) -> bool:
+        return self.mismatch > 0 or self.sigma_offset > 0 or self.sigma_capacitor > 0
+
+    @property
+    def is_flow(self) -> bool:
+        """True while the chip is still a deterministic flow (exact log-density available)."""
+        return not self.noise and self.dac_bits is None and self.adc_bits is None
+
+    @property
+    def is_ideal(self) -> bool:
+        return self.is_flow and not self.has_mismatch and self.quant_bits is None and self.switching_s == 0
+
+    def effects(self) -> list[str]:
+        """Names of the effects this chip applies, in a fixed order."""
+        out = []
+        if self.has_mismatch:
+            out.append("mismatch")
+        if self.quant_bits is not None:
+            out.append("quantization")
+        if self.switching_s > 0:
+            out.append("switching")
+        if self.noise:
+            out.append("noise")
+        if self.dac_bits is not None:
+            out.append("dac")
+        if self.adc_bits is not None:
+            out.append("adc")
+        return out
+
+
+class HardwareAwareConfig(_Frozen):
+    """Hardware-aware training: every iteration draws fresh chip instances and the loss is
+    the mean exact objective of those perturbed chips (rounding passes gradients through)."""
+
+    mismatch: float = Field(0.0, ge=0, le=0.5)
+    quant_bits: int | None = Field(None, ge=2, le=24)
+    switching_s: float = Field(0.0, ge=0, le=1e-6)
+    switching_mode: Literal["crossfade", "break"] = "crossfade"
+    instances: int = Field(4, ge=1, le=64, description="chip instances per iteration (batch split among them)")
+
+    def chip(self, instance: int) -> "ChipConfig":
+        return ChipConfig(mismatch=self.mismatch, quant_bits=self.quant_bits, switching_s=self.switching_s,
+                          switching_mode=self.switching_mode, instance=instance)
 
 
 class SolverConfig(_Frozen):
@@ -147,6 +226,25 @@ class CalibrationRecord(_Frozen):
     baseline_single_error_logp: float | None = None
 
 
+class ImportRecord(_Frozen):
+    """Where an imported circuit came from (``knet import-reference``); stored in circuit.json.
+
+    ``format`` names the source format, ``source`` the folder as given; the SHA-256 digests
+    identify the exact files read. ``device_class`` and ``test_bench`` are the source's own
+    names; ``trained_solver`` is the solver the source was trained with; ``ignored_keys`` lists
+    settings present in the source that its own training script does not use.
+    """
+
+    format: str
+    source: str
+    config_sha256: str
+    weights_sha256: str
+    device_class: str
+    test_bench: str | None = None
+    trained_solver: str = ""
+    ignored_keys: tuple[str, ...] = ()
+
+
 class CircuitSpec(_Frozen):
     """The architecture of a KirchhoffNet: everything but the learned parameters."""
 
@@ -160,6 +258,7 @@ class CircuitSpec(_Frozen):
     solver: SolverConfig = SolverConfig()
     version: str = "1"
     calibration: CalibrationRecord | None = None  # set by `knet calibrate MODEL --write`
+    imported_from: ImportRecord | None = None  # set by `knet import-reference`
 
     @field_validator("device")
     @classmethod
@@ -241,6 +340,8 @@ class TrainConfig(_Frozen):
     seed: int = 0
     checkpoint_every: int = Field(200, ge=1)
     eval_samples: int = Field(8192, ge=1)
+    hardware_aware: HardwareAwareConfig | None = None
+    init_from: str | None = Field(None, description="zoo name or checkpoint directory to fine-tune from")
 
     @field_validator("task")
     @classmethod

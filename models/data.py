@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .errors import UserInputError
+
 
 def twomoon(n: int, rng: np.random.Generator) -> np.ndarray:
     from sklearn.datasets import make_moons
@@ -100,7 +102,7 @@ class Task:
     def sample(self, n: int, seed: int | np.random.Generator = 0, split: str = "train") -> Tensor:
         """``(n, dim)`` float64 tensor of data points; ValueError for energy tasks."""
         if self.sampler is None:
-            raise ValueError(f"task {self.name!r} is an energy; it has no data to sample")
+            raise UserInputError(f"task {self.name!r} is an energy; it has no data to sample")
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         data = self.sampler(n, rng, split) if self.name == "digits" else self.sampler(n, rng)
         return torch.as_tensor(np.asarray(data), dtype=torch.float64)
@@ -123,7 +125,7 @@ def get_task(name: str) -> Task:
     try:
         return TASKS[name]
     except KeyError:
-        raise ValueError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}") from None
+        raise UserInputError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}") from None
 
 
 def _seed(rng: np.random.Generator) -> int:

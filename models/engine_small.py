@@ -2,80 +2,86 @@
 
 At a batch of a few rows the solve is nothing but dispatch overhead: ~20 tiny kernels per
 RK4 step, each ~3 µs through torch's dispatcher against well under 1 µs as a NumPy call
-(docs/engine.md, "small batches"). So for ``tanh`` circuits on the CPU and batches up
-to ``SMALL_BATCH_MAX`` rows (dense form, whatever the node count up to ``SMALL_MAX_NODES``) the engine runs this loop instead, in the model's dtype.
+(docs/engine.md, "small batches"). So on the CPU, for batches up to ``SMALL_BATCH_MAX``
+rows and circuits up to ``SMALL_MAX_NODES`` nodes (any device family), the engine runs
+this loop instead, in the model's dtype.
 
-State layout as in :mod:`models.engine` (row 0 held at 1 carries the biases): ``S (N+2, batch)`` = [1; v_1..v_N; ℓ]. One evaluation is
-``y = tanh(Wz·S)``, ``X = [y; y²; 1]``, ``dS/dt = W·X`` — four NumPy calls.
+Each layer is built directly from the circuit's dense operator with the activation's
+*direct* form from the device table (``models.devices``; NumPy's tanh is as fast as its
+alternatives) by the same weight folding as the torch dense form
+(:func:`models.engine_layers.dense_weights`), on the state layout of
+``models.engine_state``. One evaluation is ``y = act(Wz·S)``, ``g = feature(y)``,
+``dS/dt = W·[y; g; 1]``: four NumPy calls for tanh (y², slope 1 − y² folded into W).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .engine import FastLayer
-from .solvers import Budget, BudgetExceeded, Status
+from .circuit import LayerOperator
+from .devices import FusedForm
+from .engine_layers import dense_weights
+from .solvers import Budget
 
 SMALL_BATCH_MAX = 16  # rows; above ~32 torch's vectorised kernels win (docs/engine.md)
+SMALL_MAX_NODES = 128  # the dense matrices are (E, N+2); beyond this, leave it to torch
 
 
 @dataclass(frozen=True)
 class SmallLayer:
-    """``Wz (E, N+2)`` (column 0 holds the bias c) and ``W (N+2, 2E+1)`` for X = [y; y²; 1]."""
+    """``Wz (E, N+2)`` and ``W (N+2, 2E+1)`` (see ``dense_weights``) as NumPy arrays, with
+    the form's NumPy kernel and feature."""
 
     Wz: np.ndarray
     W: np.ndarray
     n_edges: int
+    kernel: Callable
+    feature: Callable | None
 
-
-SMALL_MAX_NODES = 128  # the dense matrices are (E, N+2); beyond this, leave it to torch
+    @classmethod
+    def from_operator(cls, op: LayerOperator, fused: FusedForm, reverse: bool, dtype=np.float32) -> SmallLayer:
+        """From a dense operator, in ``dtype`` (the model's precision: NumPy's float32 tanh
+        is ~3× faster than float64)."""
+        Wz, W = dense_weights(op, fused, -1.0 if reverse else 1.0)
+        as_np = lambda t: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=dtype)  # noqa: E731
+        return cls(as_np(Wz), as_np(W), op.c.shape[0], *fused.numpy_ops())
 
 
 def supports(model) -> bool:
-    """tanh devices (the logistic trick is undone here) and at most ``SMALL_MAX_NODES`` nodes."""
-    return model.layers[0].family.activation == "tanh" and model.data_dim <= SMALL_MAX_NODES
+    """At most ``SMALL_MAX_NODES`` nodes (the dense matrices grow as nodes × edges)."""
+    return model.data_dim <= SMALL_MAX_NODES
 
 
-def small_layer(L: FastLayer, dtype=np.float32) -> SmallLayer:
-    if L.form != "dense" or not L.tanh_trick:
-        raise ValueError("the small-batch path needs dense tanh layers")
-    """Undo the engine's logistic scaling (tanh(z) = 2σ(2z) − 1) into plain tanh weights,
-    in ``dtype`` (the model's precision: NumPy's float32 tanh is ~3× faster than float64)."""
-    e = L.n_edges
-    Wz = L.Wz.detach().double().cpu().numpy() / 2.0  # column 0 holds the bias
-    Wo = L.Wo.detach().double().cpu().numpy()
-    n2 = Wo.shape[0]
-    W = np.zeros((n2, 2 * e + 1))
-    W[:, :e] = Wo[:, :e] / 2.0  # sign·K
-    w = Wo[n2 - 1, e:2 * e] / 4.0  # divergence weights
-    W[n2 - 1, e:2 * e] = -w  # div = Σ w (1 − y²)
-    W[n2 - 1, 2 * e] = w.sum()
-    return SmallLayer(np.ascontiguousarray(Wz, dtype=dtype), np.ascontiguousarray(W, dtype=dtype), e)
-
-
-def rk4_layer(L: SmallLayer, S: np.ndarray, duration: float, n_steps: int, budget: Budget) -> np.ndarray:
-    """``n_steps`` RK4 steps of one layer; returns the new state, ``(N+2, batch)`` or, for
-    one row, ``(N+2,)`` (matrix–vector products are cheaper calls than 1-column GEMMs)."""
+def rk4_layer(L: SmallLayer, S: np.ndarray, duration: float, n_steps: int, budget: Budget) -> None:
+    """Advance ``S (N+2, batch)`` in place by ``n_steps`` RK4 steps over ``duration``."""
     e = L.n_edges
     h = duration / n_steps
-    X = np.ones((2 * e + 1,) + S.shape[1:], dtype=S.dtype)
-    y, y2 = X[:e], X[e:2 * e]
+    X = np.zeros((2 * e + 1,) + S.shape[1:], dtype=S.dtype)  # [y; g; 1]; g stays 0 without a feature
+    X[2 * e] = 1.0
+    y, g = X[:e], X[e:2 * e]
     K = np.empty((4,) + S.shape, dtype=S.dtype)
     K_flat = K.reshape(4, -1)
     tmp = np.empty_like(S)
     acc = np.empty_like(S)
     acc_flat = acc.reshape(-1)
-    Wz, W = L.Wz, L.W
-    dot, tanh, mul, add = np.dot, np.tanh, np.multiply, np.add
+    Wz, W, kernel, feature = L.Wz, L.W, L.kernel, L.feature
+    dot, mul, add = np.dot, np.multiply, np.add
     weights = np.array([h / 6, h / 3, h / 3, h / 6], dtype=S.dtype)
 
-    def f(state: np.ndarray, out: np.ndarray) -> None:
-        dot(Wz, state, out=y)
-        tanh(y, out=y)
-        mul(y, y, out=y2)
-        dot(W, X, out=out)
+    if feature is None:
+        def f(state: np.ndarray, out: np.ndarray) -> None:
+            dot(Wz, state, out=y)
+            kernel(y, y)
+            dot(W, X, out=out)
+    else:
+        def f(state: np.ndarray, out: np.ndarray) -> None:
+            dot(Wz, state, out=y)
+            kernel(y, y)
+            feature(y, g)
+            dot(W, X, out=out)
 
     for _ in range(n_steps):
         budget.take_step()
@@ -89,13 +95,12 @@ def rk4_layer(L: SmallLayer, S: np.ndarray, duration: float, n_steps: int, budge
         dot(weights, K_flat, out=acc_flat)
         add(S, acc, out=S)
         budget.nfe += 4
-    return S
 
 
 _blas_threads: int | None = None
 
 
-def _match_blas_threads() -> None:
+def match_blas_threads() -> None:
     """NumPy's OpenBLAS starts one thread per CPU; on a shared 2-vCPU box its small GEMMs
     then run ~25× slower than single-threaded. Keep it at torch's intra-op thread count
     (the process's configured parallelism, ``knet.settings``)."""
@@ -109,23 +114,3 @@ def _match_blas_threads() -> None:
         return
     threadpool_limits(limits=want, user_api="blas")
     _blas_threads = want
-
-
-def integrate(layers: list[SmallLayer], durations: list[float], steps: list[int], v: np.ndarray,
-              reverse: bool, budget: Budget) -> tuple[np.ndarray, np.ndarray, Status, str]:
-    """Solve all layers from ``v (batch, N)`` (in the layers' dtype); returns (v_end, ℓ, status, message)."""
-    _match_blas_threads()
-    n = v.shape[1]
-    S = np.zeros((n + 2, v.shape[0]), dtype=v.dtype)
-    S[0] = 1.0
-    S[1:n + 1] = v.T
-    order = range(len(layers) - 1, -1, -1) if reverse else range(len(layers))
-    status, message = Status.SUCCESS, ""
-    try:
-        for k in order:
-            S = rk4_layer(layers[k], S, durations[k], steps[k], budget)
-            if not np.isfinite(S).all():
-                raise BudgetExceeded(Status.NONFINITE, f"non-finite voltages after layer {k}")
-    except BudgetExceeded as exc:
-        status, message = exc.status, str(exc)
-    return S[1:n + 1].T, S[n + 1], status, message

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from .circuit import CircuitLayer, Form, LayerOperator
-from .config import CircuitSpec, SolverConfig
+from .config import CircuitSpec, LayerSpec, SolverConfig
 from .solvers import Budget, BudgetExceeded, SolveStats, Status, adaptive, fixed_step
 
 
@@ -33,35 +34,36 @@ class FlowResult:
 
 
 def standard_normal_log_prob(z: Tensor) -> Tensor:
-    """log N(z; 0, I) for ``z (batch, d)`` → ``(batch,)``."""
-    return -0.5 * (z * z).sum(dim=1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
+    """log N(z; 0, I) for ``z (…, batch, d)`` → ``(…, batch)``."""
+    return -0.5 * (z * z).sum(dim=-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
 
 
 def resize_nodes(v: Tensor, nodes: int, pad_mode: str) -> Tensor:
-    """Adapt ``v (batch, n)`` to ``nodes``: drop surplus nodes, or add nodes at 0 V
+    """Adapt ``v (…, batch, n)`` to ``nodes``: drop surplus nodes, or add nodes at 0 V
     (``zeros``) or repeating the existing voltages cyclically (``repeat``)."""
-    n = v.shape[1]
+    n = v.shape[-1]
     if nodes == n:
         return v
     if nodes < n:
-        return v[:, :nodes]
+        return v[..., :nodes]
     if pad_mode == "zeros":
         return torch.nn.functional.pad(v, (0, nodes - n))
     idx = torch.arange(nodes, device=v.device) % n
-    return v[:, idx]
+    return v[..., idx]
 
 
 class KirchhoffNet(nn.Module):
     """A multi-layer KirchhoffNet flow. Parameters live in ``layers``; architecture in ``spec``."""
 
     def __init__(self, spec: CircuitSpec, params: list[dict[str, Tensor]] | None = None,
-                 init_scale: float = 0.5, seed: int = 0):
+                 init_scale: float = 0.5, seed: int = 0, current_scales: list[Tensor | None] | None = None):
         super().__init__()
         self.spec = spec
         gen = torch.Generator().manual_seed(seed)
         self.layers = nn.ModuleList(
             CircuitLayer(layer, spec.device, None if params is None else params[i], spec.leaky_slope,
-                         init_scale=init_scale, generator=gen)
+                         init_scale=init_scale, generator=gen,
+                         current_scale=None if current_scales is None else current_scales[i])
             for i, layer in enumerate(spec.layers)
         )
         self.form: Form = "auto"
@@ -89,12 +91,18 @@ class KirchhoffNet(nn.Module):
     def operators(self) -> list[LayerOperator]:
         return [layer.operator(self.form) for layer in self.layers]
 
+    @property
+    def has_current_scale(self) -> bool:
+        """True for an emulated chip whose devices carry per-device I0 factors (``models.chip``)."""
+        return any(layer.current_scale is not None for layer in self.layers)
+
     def raw_params(self) -> list[dict[str, Tensor]]:
         return [{k: p.detach().cpu() for k, p in layer.params.items()} for layer in self.layers]
 
     # -- integration -----------------------------------------------------------------
     def integrate(self, v: Tensor, solver: SolverConfig | None = None, reverse: bool = False,
-                  with_divergence: bool = True, operators: list[LayerOperator] | None = None
+                  with_divergence: bool = True, operators: list[LayerOperator] | None = None,
+                  layers: Sequence[LayerSpec] | None = None, steps: Sequence[int] | None = None
                   ) -> tuple[Tensor, Tensor | None, SolveStats]:
         """Solve the circuit from t = 0 to T (or T to 0 when ``reverse``).
 
@@ -103,36 +111,43 @@ class KirchhoffNet(nn.Module):
             solver: solver settings; defaults to the model's serving settings.
             reverse: integrate data → latent (requires a bijective circuit).
             with_divergence: also accumulate ∫ tr(∂f/∂v) dt, ``(batch,)``.
+            operators, layers: solve these frozen operators over these layer specs (an
+                emulated chip's perturbed circuit, ``models.chip``) instead of the model's
+                own; ``v`` may then carry leading instance dimensions ``(*instances, batch, d)``.
+            steps: fixed steps per layer of ``layers`` (default: the solver's).
 
         Returns:
             ``(v_end (batch, data_dim), integral or None, stats)``. On failure the
             state reached so far is returned with a non-success status.
         """
         cfg = solver or self.spec.solver
-        if operators is None and self.engine_enabled:
+        if operators is None and self.engine_enabled and not self.has_current_scale:
             from . import engine  # the serving fast path: RK4 without autograd
             if engine.supports(self, v, cfg):
                 # a forced form (tests comparing dense and gather) also forces the torch path
                 return engine.integrate(self, v, cfg, reverse, with_divergence, form=self.form,
                                         small=None if self.form == "auto" else False)
         ops = operators if operators is not None else self.operators()
+        specs = tuple(layers) if layers is not None else self.spec.layers
+        if len(specs) != len(ops):
+            raise ValueError(f"{len(ops)} operators for {len(specs)} layers")
         budget = Budget(cfg.max_steps, cfg.max_wall_s)
         order = range(len(ops) - 1, -1, -1) if reverse else range(len(ops))
-        if reverse and not self.spec.bijective:
+        if reverse and not all(layer.nodes == self.data_dim for layer in specs):
             raise ValueError("reverse integration needs every layer to have data_dim nodes")
-        ell = v.new_zeros(v.shape[0]) if with_divergence else None
+        ell = v.new_zeros(v.shape[:-1]) if with_divergence else None
         stats = SolveStats()
         sign = -1.0 if reverse else 1.0
         try:
             for k in order:
-                op, layer = ops[k], self.spec.layers[k]
+                op, layer = ops[k], specs[k]
                 v = resize_nodes(v, layer.nodes, self.spec.pad_mode)
                 fn = _field(op, sign, with_divergence)
                 if cfg.adaptive:
                     v, ell = adaptive(fn, v, ell, layer.duration, cfg, budget)
                 else:
-                    v, ell = fixed_step(fn, v, ell, layer.duration, cfg.steps_for(k, len(ops)),
-                                        cfg.method, budget)
+                    n_steps = cfg.steps_for(k, len(ops)) if steps is None else steps[k]
+                    v, ell = fixed_step(fn, v, ell, layer.duration, n_steps, cfg.method, budget)
                 if not bool(torch.isfinite(v).all()) or (ell is not None and not bool(torch.isfinite(ell).all())):
                     raise BudgetExceeded(Status.NONFINITE, f"non-finite voltages after layer {k}")
         except BudgetExceeded as exc:

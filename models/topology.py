@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from .config import TopologySpec
+from .errors import UserInputError
 
 
 def fully_connected(n: int, repeat: int = 1, include_ground: bool = True) -> list[tuple[int, int]]:
@@ -16,7 +17,7 @@ def fully_connected(n: int, repeat: int = 1, include_ground: bool = True) -> lis
     With ground included, node 0 appears as source or destination but never both.
     """
     if n < 1 or repeat < 1:
-        raise ValueError("n and repeat must be >= 1")
+        raise UserInputError("n and repeat must be >= 1")
     nodes = range(0 if include_ground else 1, n + 1)
     pairs = [(s, d) for s in nodes for d in nodes if s != d]
     return [p for p in pairs for _ in range(repeat)]
@@ -35,7 +36,7 @@ def neighbourhood(grid: tuple[int, int, int], kernel: int = 3, repeat: int = 1) 
     """
     channels, height, width = grid
     if min(grid) < 1 or kernel < 1:
-        raise ValueError("grid sizes and kernel must be >= 1")
+        raise UserInputError("grid sizes and kernel must be >= 1")
     r = kernel // 2
     edges: list[tuple[int, int]] = []
     for c in range(channels):
@@ -74,14 +75,14 @@ def explicit(edges: Iterable[Sequence[int]], nodes: int) -> list[tuple[int, int]
     out = []
     for k, e in enumerate(edges):
         if len(e) != 2:
-            raise ValueError(f"edge {k}: expected [source, destination], got {list(e)!r}")
+            raise UserInputError(f"edge {k}: expected [source, destination], got {list(e)!r}")
         s, d = int(e[0]), int(e[1])
         if s != e[0] or d != e[1]:
-            raise ValueError(f"edge {k}: node indices must be integers, got {list(e)!r}")
+            raise UserInputError(f"edge {k}: node indices must be integers, got {list(e)!r}")
         if not (0 <= s <= nodes and 0 <= d <= nodes):
-            raise ValueError(f"edge {k}: node index outside 0..{nodes} in {[s, d]}")
+            raise UserInputError(f"edge {k}: node index outside 0..{nodes} in {[s, d]}")
         if s == d:
-            raise ValueError(f"edge {k}: self-loop on node {s}")
+            raise UserInputError(f"edge {k}: self-loop on node {s}")
         out.append((s, d))
     return out
 
@@ -92,7 +93,7 @@ def build(spec: TopologySpec, nodes: int) -> list[tuple[int, int]]:
         return fully_connected(nodes, spec.repeat, spec.include_ground)
     grid = spec.grid or (1, 1, nodes)
     if grid[0] * grid[1] * grid[2] != nodes:
-        raise ValueError(f"grid {grid} does not hold {nodes} nodes")
+        raise UserInputError(f"grid {grid} does not hold {nodes} nodes")
     if spec.kind == "neighbourhood":
         edges = neighbourhood(grid, spec.kernel, spec.repeat)
         if spec.include_ground:

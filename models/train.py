@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from . import topology
-from .checkpoint import TRAIN_STATE_FILE, atomic_write, save_model
+from .checkpoint import TRAIN_STATE_FILE, BeforeRename, atomic_write, remove_stale_temp_files, save_model
 from .config import CircuitSpec, LayerSpec, TrainConfig
 from .data import Task, get_task
-from .flow import KirchhoffNet
+from .flow import KirchhoffNet, standard_normal_log_prob
 
 
 @dataclass
@@ -48,6 +48,8 @@ def build_model(cfg: TrainConfig) -> KirchhoffNet:
 def loss_fn(model: KirchhoffNet, task: Task, cfg: TrainConfig, rng: np.random.Generator,
             batch: int) -> torch.Tensor:
     """One Monte-Carlo estimate of the objective, nats (scalar)."""
+    if cfg.hardware_aware is not None:
+        return _hardware_aware_loss(model, task, cfg, rng, batch)
     if cfg.objective == "likelihood":
         x = task.sample(batch, rng).to(model.dtype)
         res = model.log_prob(x, cfg.train_solver)
@@ -55,6 +57,51 @@ def loss_fn(model: KirchhoffNet, task: Task, cfg: TrainConfig, rng: np.random.Ge
     z = torch.as_tensor(rng.standard_normal((batch, task.dim)), dtype=model.dtype)
     res = model.sample(batch, z=z, solver=cfg.train_solver)
     return (res.logp + task.energy(res.x)).mean()
+
+
+def _hardware_aware_loss(model: KirchhoffNet, task: Task, cfg: TrainConfig, rng: np.random.Generator,
+                         batch: int) -> torch.Tensor:
+    """The objective averaged over freshly drawn chip instances (``cfg.hardware_aware``): the
+    batch is split among K instances, each an exact flow (mismatch, quantization with
+    straight-through gradients, switching); one batched solve over the K chips."""
+    from .chip import chip_plan
+    hw = cfg.hardware_aware
+    seeds = [int(s) for s in rng.integers(0, 2**31 - 1, hw.instances)]
+    plan = chip_plan(model, hw.chip(0), instances=seeds, solver=cfg.train_solver, straight_through=True)
+    ops = plan.operators(model)
+    per = max(batch // hw.instances, 1)
+    if cfg.objective == "likelihood":
+        x = task.sample(per * hw.instances, rng).to(model.dtype).reshape(hw.instances, per, task.dim)
+        z, ell, _ = model.integrate(x, cfg.train_solver, reverse=True, operators=ops, layers=plan.layers,
+                                    steps=plan.steps)
+        return -(standard_normal_log_prob(z) - ell).mean()
+    z = torch.as_tensor(rng.standard_normal((hw.instances, per, task.dim)), dtype=model.dtype)
+    x, ell, _ = model.integrate(z, cfg.train_solver, operators=ops, layers=plan.layers, steps=plan.steps)
+    energy = task.energy(x.reshape(-1, task.dim)).reshape(hw.instances, per)
+    return (standard_normal_log_prob(z) - ell + energy).mean()
+
+
+def initial_model(cfg: TrainConfig) -> KirchhoffNet:
+    """The model a run starts from: fresh (seeded) or, with ``init_from``, the weights of a
+    zoo model or checkpoint directory of the same architecture (fine-tuning).
+
+    Raises:
+        ValueError: ``init_from`` names no checkpoint, or one of another architecture.
+    """
+    model = build_model(cfg)
+    if cfg.init_from is None:
+        return model
+    from .checkpoint import load_model
+    from .zoo import resolve
+    source = load_model(resolve(cfg.init_from))
+    if [l.edges for l in source.spec.layers] != [l.edges for l in model.spec.layers] \
+            or source.spec.device != model.spec.device:
+        raise ValueError(f"init_from {cfg.init_from!r} has another architecture than config {cfg.name!r}")
+    with torch.no_grad():
+        for mine, theirs in zip(model.layers, source.layers):
+            for k, p in mine.params.items():
+                p.copy_(theirs.params[k].to(p.dtype))
+    return model
 
 
 def learning_rate(cfg: TrainConfig, it: int) -> float:
@@ -65,11 +112,15 @@ def learning_rate(cfg: TrainConfig, it: int) -> float:
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: bool = True,
           distributed: bool = False,
-          on_checkpoint: Callable[[KirchhoffNet, TrainHistory], None] | None = None
+          on_checkpoint: Callable[[KirchhoffNet, TrainHistory], None] | None = None,
+          checkpoint_before_rename: BeforeRename | None = None,
           ) -> tuple[KirchhoffNet, TrainHistory]:
     """Train the model described by ``cfg``, checkpointing into ``out_dir``.
 
-    Resumes from ``out_dir/train_state.pt`` when present and ``resume`` is set. Returns the
+    Resumes from ``out_dir/train_state.pt`` when present and ``resume`` is set: parameters,
+    optimiser state, loss history and torch's global random state, so a resumed run is
+    bit-identical to an uninterrupted one. ``checkpoint_before_rename`` is the fault-injection
+    hook of every checkpoint file write (:data:`models.checkpoint.BeforeRename`). Returns the
     trained model and its loss history.
     """
     out = Path(out_dir)
@@ -80,16 +131,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
             dist.init_process_group("gloo")
         rank, world = dist.get_rank(), dist.get_world_size()
     task = get_task(cfg.task)
-    model = build_model(cfg)
+    model = initial_model(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    history, start = TrainHistory(), 0
-    state_path = out / TRAIN_STATE_FILE
-    if resume and state_path.is_file():
-        state = torch.load(state_path, weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        history = TrainHistory(list(state["loss"]), float(state["seconds"]))
-        start = int(state["iteration"])
+    history, start = _resume(out, model, opt) if resume else (TrainHistory(), 0)
     if distributed:  # every rank starts from rank 0's parameters
         for p in model.parameters():
             torch.distributed.broadcast(p.data, 0)
@@ -123,7 +167,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
         if rank == 0 and ((it + 1) % cfg.checkpoint_every == 0 or last):
             history.seconds += time.perf_counter() - t0
             t0 = time.perf_counter()
-            _checkpoint(model, opt, history, it + 1, out)
+            _checkpoint(model, opt, history, it + 1, out, checkpoint_before_rename)
             if on_checkpoint is not None:
                 on_checkpoint(model, history)
     if distributed:
@@ -132,14 +176,35 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     return model, history
 
 
+def _resume(out: Path, model: KirchhoffNet, opt: torch.optim.Optimizer) -> tuple[TrainHistory, int]:
+    """Load ``out/train_state.pt`` into ``model`` and ``opt`` (and torch's global generator);
+    (history, first iteration to run). Temporary files of a write that a killed run left
+    behind are deleted first (no rank writes before the first iteration, so it is safe)."""
+    remove_stale_temp_files(out)
+    state_path = out / TRAIN_STATE_FILE
+    if not state_path.is_file():
+        return TrainHistory(), 0
+    state = torch.load(state_path, weights_only=True)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if "torch_rng_state" in state:  # absent in checkpoints written before it was saved
+        torch.set_rng_state(state["torch_rng_state"])
+    return TrainHistory(list(state["loss"]), float(state["seconds"])), int(state["iteration"])
+
+
 def _checkpoint(model: KirchhoffNet, opt: torch.optim.Optimizer, history: TrainHistory,
-                iteration: int, out: Path) -> None:
+                iteration: int, out: Path, before_rename: BeforeRename | None = None) -> None:
+    """Weights first, train_state.pt last: the train state is the commit record a resume reads,
+    so a crash anywhere in between resumes from the previous complete checkpoint. The data
+    random stream is derived from (seed, iteration, rank), so the iteration is its state;
+    torch's global generator (anything drawing from it) is saved with the optimiser."""
     import io
-    save_model(model, out)
+    save_model(model, out, before_rename)
     buf = io.BytesIO()
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": iteration,
-                "loss": torch.tensor(history.loss, dtype=torch.float64), "seconds": history.seconds}, buf)
-    atomic_write(out / TRAIN_STATE_FILE, buf.getvalue())
+                "loss": torch.tensor(history.loss, dtype=torch.float64), "seconds": history.seconds,
+                "torch_rng_state": torch.get_rng_state()}, buf)
+    atomic_write(out / TRAIN_STATE_FILE, buf.getvalue(), before_rename)
 
 
 def _progress(it_range: range, cfg: TrainConfig, enabled: bool, start: int):

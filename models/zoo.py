@@ -4,11 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from .checkpoint import CIRCUIT_FILE
+from .errors import UserInputError
 
 ZOO_DIR = Path(__file__).resolve().parent / "zoo"
 ZOO_NAMES = ("twomoon", "circle", "swissroll", "2spirals", "pinwheel", "8gaussians",
              "potential1", "potential2", "digits")
 DEFAULT_MODEL = "twomoon"
+# Published KirchhoffNet figures (nats, 8192 fresh samples from the same generators): test NLL
+# for generation, E[log q + U] for potential1. Shown beside ours by `knet zoo` and the web pages.
+PUBLISHED_NATS = {"twomoon": 1.020, "circle": 0.833, "swissroll": 2.693, "2spirals": 2.677,
+                  "pinwheel": 2.357, "8gaussians": 2.858, "potential1": -1.873}
 
 
 def available() -> list[str]:
@@ -27,5 +32,15 @@ def resolve(model: str) -> Path:
     path = Path(model)
     if (path / CIRCUIT_FILE).is_file():
         return path
-    raise ValueError(f"{model!r} is neither a zoo model ({', '.join(available()) or 'none trained'}) "
+    raise UserInputError(f"{model!r} is neither a zoo model ({', '.join(available()) or 'none trained'}) "
                      "nor a checkpoint directory")
+
+
+def task_name(directory: Path, fallback: str) -> str:
+    """The task a checkpoint was trained on: from its ``config.yaml``, else ``fallback``
+    (imported circuits carry none; a zoo name doubles as its task)."""
+    import yaml
+    cfg = Path(directory) / "config.yaml"
+    if cfg.is_file():
+        return yaml.safe_load(cfg.read_text())["task"]
+    return fallback

@@ -12,6 +12,15 @@ if ! command -v ngspice >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ngspice >/dev/null
 fi
 
+# Test-only system packages, opt-in (.ci/run sets KNET_SETUP_TEST=1; serving never installs them):
+# headless Chromium and its driver for the web-page tests (tests/test_service_ui.py).
+if [ "${KNET_SETUP_TEST:-0}" = 1 ] && { ! command -v chromium >/dev/null 2>&1 || [ ! -x /usr/bin/chromedriver ]; }; then
+    echo "[setup] installing chromium and chromium-driver (Debian packages, tests only)"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
 if [ ! -x .venv/bin/python ]; then
     echo "[setup] creating .venv"
     python3.11 -m venv .venv 2>/dev/null || python3 -m venv .venv

@@ -15,7 +15,7 @@ Defaults are below; each field can be overridden by an environment variable
 | ``max_solver_steps`` | 100000 | step budget of one solve (504 past it) |
 | ``request_timeout_s`` | 60 | BentoML's whole-request timeout, seconds (504 past it) |
 | ``batching`` | true | merge concurrent requests per model into one solve |
-| ``max_batch_rows`` | 256 | rows per merged solve; larger requests are chunked (bounds how long a small request waits behind a large one) |
+| ``max_batch_rows`` | 256 | rows per merged solve; larger requests are chunked (small ones wait less) |
 | ``slice_rows`` | 32 | rows a request may add to a shared batch: max(slice_rows, max_batch_rows / waiting requests) |
 | ``solver_threads`` | 2 | batches of one model solved at once (threads) |
 | ``workers`` | 1 | BentoML worker processes |
@@ -57,7 +57,7 @@ class ServiceSettings(BaseModel):
     warmup: bool = True
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> "ServiceSettings":
+    def from_env(cls, environ: dict[str, str] | None = None) -> ServiceSettings:
         """Defaults overridden by ``KNET_SERVICE_*`` variables; ValueError naming a bad one."""
         env = os.environ if environ is None else environ
         values = {name: env[ENV_PREFIX + name.upper()] for name in cls.model_fields

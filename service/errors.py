@@ -42,8 +42,9 @@ def solve_error(stats: SolveStats, model: str) -> ServiceError:
     status = STATUS_HTTP[stats.status]
     what = stats.message or stats.status.name.lower()
     if status == HTTPStatus.GATEWAY_TIMEOUT:
-        return ServiceError(status, f"model {model!r}: solve stopped: {what} (limit: "
-                            f"{'timeout_s / KNET_SERVICE_SOLVE_TIMEOUT_S' if stats.status == Status.TIMEOUT else 'KNET_SERVICE_MAX_SOLVER_STEPS'})")
+        limit = ("timeout_s / KNET_SERVICE_SOLVE_TIMEOUT_S" if stats.status == Status.TIMEOUT
+                 else "KNET_SERVICE_MAX_SOLVER_STEPS")
+        return ServiceError(status, f"model {model!r}: solve stopped: {what} (limit: {limit})")
     return ServiceError(status, f"model {model!r}: solve failed: {what}; "
                         "the input is probably outside the range the model can integrate")
 

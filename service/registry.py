@@ -21,6 +21,7 @@ from models.hardware import projected_latency_s
 from .batching import MicroBatcher, SolveKey, solve
 from .config import ServiceSettings
 from .metrics import observe_solve
+from .store import robustness_summary
 
 logger = logging.getLogger("knet.service")
 
@@ -37,6 +38,7 @@ class ServedModel:
     solver: SolverConfig  # serving solver with the service's budgets applied
     projected_chip_latency_s: float
     batcher: MicroBatcher | None = field(default=None, repr=False)
+    robustness: dict[str, Any] | None = None  # summary of the stored robustness.json (service.store)
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, **self.metadata,
@@ -72,7 +74,8 @@ class Registry:
             meta = dict(m.info.metadata)
             self.models[name] = ServedModel(name, m.tag.version, Path(m.path), model, meta,
                                             serving_solver(model, self.settings),
-                                            projected_latency_s(model.spec))
+                                            projected_latency_s(model.spec),
+                                            robustness=robustness_summary(Path(m.path)))
             logger.info("serving model %s (%s) on %s", name, m.tag, device)
         if self.settings.warmup:
             self.warm_up()

@@ -5,9 +5,11 @@ in the OpenAPI schema; limits that depend on the model (dimension) are checked p
 """
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+from models.config import ChipConfig
 
 from .config import current
 
@@ -19,6 +21,11 @@ Timeout = Annotated[float | None, Field(None, ge=1e-3, le=_S.solve_timeout_s,
                                          description="wall-clock budget of this request's solve, seconds "
                                                      f"(default and maximum {_S.solve_timeout_s:g})")]
 Coordinate = Annotated[float, Field(allow_inf_nan=False, ge=-_S.max_abs_coordinate, le=_S.max_abs_coordinate)]
+# validated by the handler against models.config.ChipConfig (400 naming ``chip.<field>`` in the
+# service's error shape); the OpenAPI schema shows ChipConfig's fields and bounds
+_CHIP_SCHEMA = {**ChipConfig.model_json_schema(), "title": "Chip",
+                "description": "an emulated chip instance (models.chip); every effect off = the ideal model"}
+ChipObject = Annotated[dict[str, Any] | None, WithJsonSchema({"anyOf": [_CHIP_SCHEMA, {"type": "null"}]})]
 
 
 class _Request(BaseModel):
@@ -33,6 +40,9 @@ class SampleRequest(_Request):
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="latent seed; random when omitted")
     with_logprob: bool = Field(True, description="also return log q(x) (bijective models)")
     timeout_s: Timeout = None
+    chip: ChipObject = Field(None, description="sample from an emulated chip: mismatch, quant_bits, switching_s, "
+                             "noise, dac_bits, adc_bits, instance, … (docs/service.md)",
+                             examples=[{"mismatch": 0.02, "quant_bits": 8, "instance": 7}])
 
 
 class LogprobRequest(_Request):
@@ -58,6 +68,8 @@ class SampleResponse(_Solved):
     samples: list[list[float | None]] = Field(description="(n, data_dim) samples")
     logprob: list[float | None] | None = Field(description="(n,) log q(x), nats; null if not requested")
     seed: int = Field(description="the seed used (echoed, or the one drawn)")
+    chip: dict[str, Any] | None = Field(None, description="the emulated chip: {effects: [...], config: {...}}; "
+                                        "null without chip")
 
 
 class LogprobResponse(_Solved):

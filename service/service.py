@@ -20,14 +20,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from models.config import ChipConfig
+
 from . import store
 from .batching import SolveKey
+from .chip import ChipSolver, chip_info, parse_chip
 from .config import current
 from .errors import ServiceError, error_response, json_errors, solve_error
-from .metrics import PROJECTED_CHIP_LATENCY, REQUESTS, SAMPLES
+from .metrics import PROJECTED_CHIP_LATENCY, REQUESTS, SAMPLES, observe_solve
 from .middleware import LimitsMiddleware
 from .registry import Registry, ServedModel
 from .schemas import LogprobRequest, LogprobResponse, SampleRequest, SampleResponse
+from .ui import ui_routes
 
 logger = logging.getLogger("knet.service")
 if not logger.handlers:  # BentoML configures only its own loggers
@@ -57,6 +61,7 @@ class KirchhoffNetService:
             PROJECTED_CHIP_LATENCY.labels(served.name).set(served.projected_chip_latency_s)
         self._artifacts: dict[tuple[str, str, str], object] = {}
         self._artifact_lock = asyncio.Lock()
+        self.chips = ChipSolver(SETTINGS.solver_threads)  # emulated chips: own cache and threads
         _instance = self
 
     def __is_ready__(self) -> bool:
@@ -65,6 +70,7 @@ class KirchhoffNetService:
     @bentoml.on_shutdown
     def _close(self) -> None:
         self.registry.close()
+        self.chips.close()
 
     # -- endpoints -----------------------------------------------------------------------
     @bentoml.api(input_spec=SampleRequest, route="/sample")
@@ -77,9 +83,14 @@ class KirchhoffNetService:
         z = torch.randn(n, served.model.data_dim, generator=torch.Generator().manual_seed(seed),
                         dtype=torch.float64)
         want_logp = bool(req["with_logprob"]) and served.model.spec.bijective
-        out = await self._solve(served, "sample", want_logp, z, req["timeout_s"])
+        chip = None if req.get("chip") is None else parse_chip(req["chip"])
+        if chip is None or chip.is_ideal:  # the ideal chip is the model: same batched path, same answer
+            out = await self._solve(served, "sample", want_logp, z, req["timeout_s"])
+        else:
+            out = await self._solve_chip(served, chip, want_logp, z, req["timeout_s"], seed)
         return SampleResponse(samples=_floats(out.x), logprob=None if out.logp is None else _floats(out.logp),
-                              seed=seed, **self._bookkeeping(served, out.stats))
+                              seed=seed, chip=None if chip is None else chip_info(chip),
+                              **self._bookkeeping(served, out.stats))
 
     @bentoml.api(input_spec=LogprobRequest, route="/logprob")
     @json_errors
@@ -110,12 +121,22 @@ class KirchhoffNetService:
 
     async def _solve(self, served: ServedModel, endpoint: str, want_logp: bool, x: torch.Tensor,
                      timeout_s: float | None):
-        solver = served.solver
-        if timeout_s is not None and timeout_s < solver.max_wall_s:
-            solver = solver.model_copy(update={"max_wall_s": timeout_s})
+        solver = _request_solver(served, timeout_s)
         REQUESTS.labels(served.name, endpoint).inc()
         SAMPLES.labels(served.name, endpoint).inc(x.shape[0])
         out = await self.registry.batcher(served).submit(SolveKey(endpoint, want_logp, solver), x)
+        if not out.stats.ok:
+            raise solve_error(out.stats, served.name)
+        return out
+
+    async def _solve_chip(self, served: ServedModel, chip: ChipConfig, want_logp: bool, z: torch.Tensor,
+                          timeout_s: float | None, seed: int):
+        """An emulated chip's solve (service/chip.py), bounded like :meth:`_solve` and off the batcher."""
+        solver = _request_solver(served, timeout_s)
+        REQUESTS.labels(served.name, "sample").inc()
+        SAMPLES.labels(served.name, "sample").inc(z.shape[0])
+        out = await self.chips.sample(served, chip, z, want_logp, solver, seed)
+        observe_solve(served.name, "sample", z.shape[0], out.stats)
         if not out.stats.ok:
             raise solve_error(out.stats, served.name)
         return out
@@ -128,7 +149,7 @@ class KirchhoffNetService:
 
     async def artifact(self, served: ServedModel, kind: str):
         """The artifact ``kind`` of a served model, built once (the bytes are deterministic)."""
-        kinds = _artifact_kinds()
+        kinds = [*_artifact_kinds(), *_stored_file_kinds(served)]
         if kind not in kinds:
             raise ServiceError(404, f"unknown artifact {kind!r}; available: {', '.join(kinds)}", "kind")
         from export.artifacts import build_artifact
@@ -141,6 +162,14 @@ class KirchhoffNetService:
                 except ValueError as err:  # not available for this model, or fails the circuit checks
                     raise ServiceError(422, str(err), "kind") from None
         return self._artifacts[key]
+
+
+def _request_solver(served: ServedModel, timeout_s: float | None):
+    """The model's serving solver, its wall-clock budget lowered to the request's ``timeout_s``."""
+    solver = served.solver
+    if timeout_s is not None and timeout_s < solver.max_wall_s:
+        solver = solver.model_copy(update={"max_wall_s": timeout_s})
+    return solver
 
 
 def _floats(t: torch.Tensor) -> list:
@@ -181,10 +210,10 @@ async def model_info(request: Request) -> Response:
     served = _service().served(request.path_params["name"])
     base = f"/models/{served.name}/artifacts/"
     try:
-        links = {k: base + k for k in _artifact_kinds()}
+        links = {k: base + k for k in [*_artifact_kinds(), *_stored_file_kinds(served)]}
     except ServiceError:
         links = {}
-    return JSONResponse({**served.info(), "artifacts": links})
+    return JSONResponse({**served.info(), "robustness": served.robustness, "artifacts": links})
 
 
 def _artifact_kinds() -> dict:
@@ -193,6 +222,12 @@ def _artifact_kinds() -> dict:
     except ImportError as err:
         raise ServiceError(503, f"artifact export is unavailable: {err}") from None
     return ARTIFACT_KINDS
+
+
+def _stored_file_kinds(served: ServedModel) -> list[str]:
+    """Analysis files stored with the model (robustness tables and plot), downloadable verbatim."""
+    from export.artifacts import checkpoint_file_kinds
+    return checkpoint_file_kinds(served.path)
 
 
 async def download(request: Request) -> Response:
@@ -207,6 +242,7 @@ routes_app = Starlette(routes=[
     Route("/models", _get(list_models), methods=["GET"]),
     Route("/models/{name}", _get(model_info), methods=["GET"]),
     Route("/models/{name}/artifacts/{kind}", _get(download), methods=["GET"]),
+    *ui_routes(_service),  # web pages: /ui, /ui/{name} (service/ui.py)
 ])
 KirchhoffNetService.mount_asgi_app(routes_app, path="/", name="knet-models")
 KirchhoffNetService.add_asgi_middleware(LimitsMiddleware, max_body_bytes=SETTINGS.max_body_bytes,

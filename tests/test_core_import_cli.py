@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,7 @@ import pytest
 import torch
 from helpers import tiny_checkpoint, tiny_model
 
-from models.checkpoint import (CheckpointError, circuit_from_dict, content_hash, load_model,
-                               save_model)
+from models.checkpoint import CheckpointError, circuit_from_dict, content_hash, load_model, save_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,8 +41,10 @@ def test_import_builds_the_described_circuit():
     (lambda c: c["layers"][0]["edges"].__setitem__(2, [1, 1]), r"layer 0, edge 2: self-loop"),
     (lambda c: c["layers"][0]["params"]["b"].pop(), r"layer 0: parameter 'b' has 3 values for 4 edges"),
     (lambda c: c.__setitem__("device", "memristor"), r"unknown device 'memristor'"),
-    (lambda c: c["layers"][1]["params"]["c"].__setitem__(1, float("nan")), r"layer 1, edge 1: parameter 'c' is not a finite"),
-    (lambda c: c["layers"][0]["params"].__setitem__("g", [1.0]), r"layer 0: device affine-tanh takes parameters a, b, c, not g"),
+    (lambda c: c["layers"][1]["params"]["c"].__setitem__(1, float("nan")),
+     r"layer 1, edge 1: parameter 'c' is not a finite"),
+    (lambda c: c["layers"][0]["params"].__setitem__("g", [1.0]),
+     r"layer 0: device affine-tanh takes parameters a, b, c, not g"),
     (lambda c: c["layers"][0].pop("duration"), r"layer 0: missing field 'duration'"),
     (lambda c: c["layers"][0]["edges"].__setitem__(1, [1]), r"layer 0, edge 1: expected \[source, destination\]"),
 ])
@@ -123,10 +125,12 @@ def test_cli_bad_input_is_one_clear_line(tmp_path, args, stdin, message):
 
 
 def test_checkpoint_bytes_are_identical_across_processes(tmp_path):
-    code = ("import sys; sys.path.insert(0, 'tests'); from helpers import tiny_checkpoint; "
+    code = ("import sys; from helpers import tiny_checkpoint; "
             "from pathlib import Path; tiny_checkpoint(Path(sys.argv[1]), seed=2)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
     digests = set()
     for k in range(3):
-        subprocess.run([sys.executable, "-c", code, str(tmp_path / f"ck{k}")], cwd=ROOT, check=True, timeout=120)
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / f"ck{k}")], cwd=ROOT, env=env, check=True,
+                       timeout=120)
         digests.add(content_hash(tmp_path / f"ck{k}"))
     assert len(digests) == 1

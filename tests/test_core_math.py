@@ -8,7 +8,7 @@ import torch
 from helpers import tiny_model, tiny_spec
 
 from models.circuit import autograd_divergence
-from models.config import CircuitSpec, DEVICE_FAMILIES, LayerSpec, SolverConfig
+from models.config import DEVICE_FAMILIES, CircuitSpec, LayerSpec, SolverConfig
 from models.flow import KirchhoffNet, resize_nodes, standard_normal_log_prob
 from models.solvers import Status
 from models.topology import fully_connected

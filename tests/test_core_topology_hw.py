@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_spec
 
 from models import topology
 from models.config import HardwareConstants, TopologySpec
 from models.data import TASKS, get_task, potential1, potential2
 from models.hardware import chip_timing, projected_latency_s
-from helpers import tiny_spec
 
 
 def test_fully_connected_counts_and_ground():
@@ -61,7 +61,7 @@ def test_projected_latency_arithmetic():
 
 
 def test_tasks_are_seeded_and_shaped():
-    for name, task in TASKS.items():
+    for task in TASKS.values():
         if task.kind != "data":
             continue
         a, b = task.sample(100, seed=3), task.sample(100, seed=3)

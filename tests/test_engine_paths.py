@@ -1,5 +1,6 @@
 """The engine's paths (torch dense, torch gather, NumPy small-batch, blocked, CUDA graphs)
-agree with the generic solver and with the tight float64 solution; step counts honoured."""
+agree with the generic solver and with the tight float64 solution; step counts honoured;
+each call reports the path that ran, and the budget is enforced between layers."""
 from __future__ import annotations
 
 import pytest
@@ -8,7 +9,8 @@ from helpers import tiny_model
 
 from models import engine, engine_small
 from models.config import SolverConfig
-from models.solvers import Status
+from models.engine_state import charge_steps, layer_order, run_layers
+from models.solvers import Budget, Status
 
 RK4 = SolverConfig(method="rk4", steps_per_layer=(3, 5))
 
@@ -32,6 +34,8 @@ def test_engine_forms_match_generic_rk4(device, nodes):
         for form in ("dense", "gather"):
             for small in (False, True):
                 got = engine.integrate(model, v, RK4, reverse, form=form, small=small)
+                # small=True runs NumPy for every family (always its dense form)
+                assert got[2].path == ("numpy-dense" if small else f"torch-{form}")
                 torch.testing.assert_close(got[0], want[0], rtol=0, atol=1e-10)
                 torch.testing.assert_close(got[1], want[1], rtol=0, atol=1e-10)
                 assert got[2].nfe == want[2].nfe == 4 * 8 and got[2].steps == 8
@@ -51,16 +55,12 @@ def test_step_counts_are_honoured_per_layer():
 def test_model_api_dispatches_to_engine_and_agrees():
     model = tiny_model(repeat=4)
     z = torch.randn(40, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    calls = []
-    real = engine.rk4_layer
-    engine.rk4_layer = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
-    try:
-        fast = model.sample(0, z=z)
-    finally:
-        engine.rk4_layer = real
-    assert calls, "model.sample with an RK4 solver must use the engine"
+    fast = model.sample(0, z=z)
+    assert getattr(fast.stats, "path", None) == "torch-dense", "model.sample with an RK4 solver must use the engine"
+    assert model.sample(0, z=z[:3]).stats.path == "numpy-dense"  # a few rows on the CPU: NumPy
     model.engine_enabled = False
     slow = model.sample(0, z=z)
+    assert not hasattr(slow.stats, "path")  # the generic tableau loop
     torch.testing.assert_close(fast.x, slow.x, rtol=0, atol=1e-10)
     torch.testing.assert_close(fast.logp, slow.logp, rtol=0, atol=1e-10)
 
@@ -89,6 +89,8 @@ def test_small_batch_path_is_used_and_float32_close():
     v = torch.randn(engine_small.SMALL_BATCH_MAX, 2, generator=torch.Generator().manual_seed(5))
     a = engine.integrate(model, v, RK4)  # default: NumPy path
     b = engine.integrate(model, v, RK4, small=False)
+    assert (a[2].path, b[2].path) == ("numpy-dense", "torch-dense")
+    assert engine.integrate(model, torch.cat([v, v[:1]]), RK4)[2].path == "torch-dense"  # one row too many
     assert a[0].dtype == torch.float32
     torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-5)
     torch.testing.assert_close(a[1], b[1], rtol=0, atol=1e-5)
@@ -100,8 +102,52 @@ def test_budget_and_nonfinite_statuses(small):
     v = torch.randn(2, 2, dtype=torch.float64)
     out = engine.integrate(model, v, SolverConfig(method="rk4", steps_per_layer=8, max_steps=10), small=small)
     assert out[2].status == Status.MAX_STEPS and out[2].steps == 11
+    late = engine.integrate(model, v, SolverConfig(method="rk4", steps_per_layer=8, max_wall_s=1e-9), small=small)
+    assert late[2].status == Status.TIMEOUT and late[2].steps == 1
     bad = engine.integrate(model, torch.full((2, 2), float("inf"), dtype=torch.float64), RK4, small=small)
     assert bad[2].status == Status.NONFINITE
+    assert {out[2].path, late[2].path, bad[2].path} == {"numpy-dense" if small else "torch-dense"}
+
+
+def test_small_path_refuses_circuits_it_cannot_take(monkeypatch):
+    monkeypatch.setattr(engine_small, "SMALL_MAX_NODES", 1)
+    model = tiny_model()
+    v = torch.randn(2, 2, dtype=torch.float64)
+    assert engine.integrate(model, v, RK4)[2].path == "torch-dense"  # by default: torch instead
+    with pytest.raises(ValueError, match="NumPy path takes at most 1 nodes"):
+        engine.integrate(model, v, RK4, small=True)
+
+
+def test_layer_loop_checks_the_clock_between_uninterruptible_layers():
+    """The loop every path shares, driven the way CUDA graph replays drive it: a layer's
+    steps are charged up front and the layer itself cannot be interrupted."""
+    budget = Budget(max_steps=100, max_wall_s=10.0)
+    ran = []
+
+    def replay(k: int) -> None:
+        charge_steps(budget, 5)
+        ran.append(k)
+        if len(ran) == 2:
+            budget.started -= 20.0  # this replay took 20 s of the 10 s budget
+
+    status, message = run_layers(layer_order(4, reverse=True), replay, lambda: True, budget)
+    assert (status, ran, budget.steps, budget.nfe) == (Status.TIMEOUT, [3, 2], 10, 40)
+    assert "10 s" in message
+
+
+def test_layer_loop_step_budget_and_nonfinite():
+    budget = Budget(max_steps=12, max_wall_s=10.0)
+    ran = []
+    status, _ = run_layers(range(4), lambda k: (charge_steps(budget, 5), ran.append(k)), lambda: True, budget)
+    assert (status, ran, budget.steps) == (Status.MAX_STEPS, [0, 1], 13)  # layer 2 never starts
+    state = [1.0]
+
+    def blow_up_at_layer_1(k: int) -> None:
+        state[0] = float("inf") if k == 1 else state[0]
+
+    status, message = run_layers(range(4), blow_up_at_layer_1, lambda: state[0] < float("inf"),
+                                 Budget(max_steps=100, max_wall_s=10.0))
+    assert status == Status.NONFINITE and message == "non-finite voltages after layer 1"
 
 
 def test_parameter_change_invalidates_the_cache():
@@ -126,3 +172,4 @@ def test_cuda_graph_replay_matches_eager():
             torch.testing.assert_close(g[0], e[0], rtol=0, atol=1e-5)
             torch.testing.assert_close(g[1], e[1], rtol=0, atol=1e-5)
             assert g[2].nfe == e[2].nfe
+            assert g[2].path == "cuda-graph-dense" and e[2].path == "torch-dense"

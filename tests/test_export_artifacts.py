@@ -54,7 +54,10 @@ def test_bundle_holds_exactly_what_the_manifest_lists_with_matching_checksums(ch
         assert all(i.date_time == (1980, 1, 1, 0, 0, 0) for i in zf.infolist())
     kinds = {e["kind"] for e in manifest["files"]}
     assert kinds == {"readme", "netlist-sample", "netlist-logprob", "netlist-reverse", "params-json",
-                     "params-csv", "params-tensors", "onnx-sample", "onnx-logprob"}
+                     "params-csv", "params-tensors", "onnx-sample", "onnx-logprob", "netlist-subckt-sample",
+                     "netlist-subckt-logprob", "netlist-subckt-reverse", "verilog-a", "vacask-sample",
+                     "vacask-logprob", "vacask-reverse"}
+    assert "devices/tiny-devices.va" in names  # the Verilog-A modules live in devices/
     assert manifest["constants"]["tau_s"] == pytest.approx(1e-9)
     # the standalone manifest download is the bundle's manifest
     assert build_artifact(load_model(checkpoint), "manifest", checkpoint).data == json.dumps(
@@ -102,4 +105,5 @@ def test_non_bijective_models_omit_the_log_density_artifacts():
     with zipfile.ZipFile(io.BytesIO(build_artifact(model, "bundle").data)) as zf:
         manifest = json.loads(zf.read("manifest.json"))
         assert "shrink-sample.cir" in zf.namelist() and "shrink-logprob.onnx" not in zf.namelist()
-    assert set(manifest["omitted"]) == {"netlist-logprob", "netlist-reverse", "onnx-logprob"}
+    assert set(manifest["omitted"]) == {"netlist-logprob", "netlist-reverse", "onnx-logprob", "netlist-subckt-logprob",
+                                        "netlist-subckt-reverse", "vacask-logprob", "vacask-reverse"}

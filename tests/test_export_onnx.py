@@ -4,9 +4,9 @@ from __future__ import annotations
 import onnx
 import pytest
 import torch
+from helpers import tiny_model
 
 from export.onnx_graphs import onnx_graph, parity, reference_outputs, session
-from helpers import tiny_model
 from models.config import CircuitSpec, LayerSpec
 from models.flow import KirchhoffNet
 

@@ -2,18 +2,20 @@
 locust CSVs from `locust --csv` against `knet serve`, and that server's `/metrics` text."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from loadtest import locust_csv, prom
+from loadtest import locust_run, prom
 from loadtest.runner import percentile
 
-DATA = Path(__file__).resolve().parent / "data" / "loadtest"
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data" / "loadtest"
 
 
 def test_stats_aggregated_row_in_seconds():
-    s = locust_csv.read_stats(DATA / "ok_stats.csv")
+    s = locust_run.read_stats(DATA / "ok_stats.csv")
     assert (s.requests, s.failures) == (50, 0)
     assert s.rps == pytest.approx(25.296125353541104)
     assert (s.p50_s, s.p95_s, s.p99_s) == pytest.approx((0.072, 0.110, 0.110))
@@ -22,16 +24,16 @@ def test_stats_aggregated_row_in_seconds():
 
 
 def test_stats_per_endpoint_row_and_missing_row():
-    assert locust_csv.read_stats(DATA / "status404_stats.csv", name="/sample").failures == 29
+    assert locust_run.read_stats(DATA / "status404_stats.csv", name="/sample").failures == 29
     with pytest.raises(ValueError, match="no row named"):
-        locust_csv.read_stats(DATA / "ok_stats.csv", name="/logprob")
+        locust_run.read_stats(DATA / "ok_stats.csv", name="/logprob")
 
 
 @pytest.mark.parametrize("name, expected", [("status404_failures.csv", {"404": 29}),
                                             ("status400_failures.csv", {"400": 29}),
                                             ("ok_failures.csv", {}), ("absent.csv", {})])
 def test_failures_grouped_by_status(name, expected):
-    assert locust_csv.read_failures(DATA / name) == expected
+    assert locust_run.read_failures(DATA / name) == expected
 
 
 def test_failures_connection_and_other_errors(tmp_path):
@@ -39,7 +41,7 @@ def test_failures_connection_and_other_errors(tmp_path):
     f.write_text("Method,Name,Error,Occurrences\nPOST,/sample,CatchResponseError('HTTP 0'),3\n"
                  "POST,/sample,ConnectionRefusedError(111),2\nPOST,/sample,CatchResponseError('HTTP 503'),1\n"
                  "POST,/logprob,CatchResponseError('HTTP 503'),4\n")
-    assert locust_csv.read_failures(f) == {"connection": 3, "ConnectionRefusedError(111)": 2, "503": 5}
+    assert locust_run.read_failures(f) == {"connection": 3, "ConnectionRefusedError(111)": 2, "503": 5}
 
 
 def test_prometheus_text_from_the_service():
@@ -106,3 +108,22 @@ def test_keep_families_for_one_model():
     kept = prom.parse(prom.keep_families(two, model="tiny"))
     assert {dict(labels).get("model") for _, labels in kept} == {None, "tiny"}
     assert prom.total(kept, "knet_requests_total", model="tiny") == 55
+
+
+def test_committed_report_reads_back_typed():
+    # the CPU report in the repository, read into typed rows: the headline recomputed from
+    # them equals the one the measuring run stored beside them
+    from loadtest.report import headline
+    from loadtest.results import LoadTestResult
+    raw = json.loads((ROOT / "reports" / "cpu" / "results.json").read_text())
+    result = LoadTestResult.from_json(raw)
+    assert len(result.rows) == len(raw["rows"]) > 0
+    assert headline(result) == raw["headline"]
+    stored = raw["circuit"]["twomoon"]["simulated"]
+    assert result.circuit["twomoon"].simulated.worst_rel_error == stored["worst_rel_error"]
+
+
+def test_result_without_rows_is_refused():
+    from loadtest.results import LoadTestResult
+    with pytest.raises(ValueError, match="not a load-test result"):
+        LoadTestResult.from_json({"circuit": {}, "service": {}, "notes": []})

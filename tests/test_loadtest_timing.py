@@ -8,12 +8,15 @@ from pathlib import Path
 import pytest
 from helpers import tiny_spec
 
+from export.simulate import ErrorRow, SimulationReport
 from knet.cli import main
-from loadtest.circuit import figures, parse_simulation
+from loadtest.circuit import SimulationSummary, figures
+from loadtest.machine import cpu_count, pinning
 from loadtest.plan import Plan, Scenario, quick_plan
 from loadtest.runner import ratios
-from loadtest.target import check_loopback, cpu_count
+from loadtest.session import check_loopback
 from models.config import HardwareConstants
+from models.errors import UserInputError
 
 DATA = Path(__file__).resolve().parent / "data" / "loadtest"
 
@@ -59,17 +62,37 @@ def test_ratios_hand_computed():
 def test_simulation_json_captured_from_knet_simulate():
     # `knet simulate twomoon -n 2 --variants sample,logprob --json`, captured
     raw = json.loads((DATA / "simulate_twomoon.json").read_text())
-    sim = parse_simulation(raw)
-    assert sim["max_rel_error"] == raw["max_rel_error"] and set(sim["max_rel_error"]) == {"sample", "logprob"}
-    assert sim["worst_rel_error"] == max(raw["max_rel_error"].values())
-    assert (sim["simulated_time_s"], sim["projected_latency_s"]) == (1e-9, 1.1e-8)  # T·τ, T·τ + 10 ns
-    assert sim["ngspice_wall_s"] == raw["ngspice_wall_s"]
+    sim = SimulationSummary.from_simulate_json(raw)
+    assert sim.max_rel_error == raw["max_rel_error"] and set(sim.max_rel_error) == {"sample", "logprob"}
+    assert sim.worst_rel_error == max(raw["max_rel_error"].values())
+    assert (sim.simulated_time_s, sim.projected_latency_s) == (1e-9, 1.1e-8)  # T·τ, T·τ + 10 ns
+    assert sim.ngspice_wall_s == raw["ngspice_wall_s"]
 
 
-def test_simulation_json_nested_variants():
-    sim = parse_simulation({"variants": {"sample": {"max_rel_error": 0.01}, "logprob": {"max_rel_error": 0.02}}})
-    assert sim["worst_rel_error"] == 0.02 and len(sim["max_rel_error"]) == 2
-    assert sim["simulated_time_s"] is None
+def test_simulation_schema_is_the_one_knet_simulate_writes():
+    # the object `knet simulate --json` prints, built by the exporter itself: if its schema
+    # drifts (a field renamed or dropped), the load test's parser fails here, not in a report
+    report = SimulationReport(
+        model="m", n=2, mode="per-input", rows=[ErrorRow("sample", "x", 2e-6, 1e-6),
+                                                ErrorRow("logprob", "x", 3e-6, 2e-6),
+                                                ErrorRow("logprob", "log q", 5e-6, 4e-6)],
+        projected_latency_s=2.5e-8, simulated_time_s=1.5e-8, ngspice_wall_s=0.75, ngspice_cpu_s=0.5,
+        ngspice_elapsed_s=0.8, ngspice_runs=4, reference_wall_s=0.1, variants=["sample", "logprob"])
+    sim = SimulationSummary.from_simulate_json(json.loads(json.dumps(report.to_json())), exit_code=0)
+    assert sim.max_rel_error == {"sample": 1e-6, "logprob": 4e-6} and sim.worst_rel_error == 4e-6
+    assert (sim.simulated_time_s, sim.projected_latency_s, sim.ngspice_wall_s) == (1.5e-8, 2.5e-8, 0.75)
+
+
+@pytest.mark.parametrize("broken", [
+    [],  # not an object
+    {"max_rel_error": {"sample": 0.01}, "projected_latency_s": 1e-8, "ngspice_wall_s": 1.0},  # no simulated_time_s
+    {"max_rel_error": {"sample": "0.01"}, "simulated_time_s": 1e-9, "projected_latency_s": 1e-8,
+     "ngspice_wall_s": 1.0},  # an error that is not a number
+    {"variants": {"sample": {"max_rel_error": 0.01}}},  # another schema altogether
+])
+def test_simulation_json_of_another_schema_is_refused(broken):
+    with pytest.raises(ValueError, match="knet simulate --json"):
+        SimulationSummary.from_simulate_json(broken)
 
 
 def test_plan_matrix_and_bounds():
@@ -95,7 +118,7 @@ def test_loopback_urls_accepted(url):
 
 @pytest.mark.parametrize("url", ["http://10.0.0.1:3000", "http://example.com", "ftp://127.0.0.1/", "127.0.0.1:3000"])
 def test_other_urls_refused(url):
-    with pytest.raises(ValueError):
+    with pytest.raises(UserInputError):
         check_loopback(url)
 
 
@@ -109,7 +132,6 @@ def test_cpu_list_count():
 
 
 def test_pinning_splits_cpus_between_client_and_server():
-    from knet.cmd_loadtest import pinning
     assert pinning(False, True, 2) == ("1", "0")
     assert pinning(False, True, 16) == ("8-15", "0-7")
     assert pinning(False, False, 2) == (None, "0")

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-
 from helpers import tiny_checkpoint
+
 from service.launch import running_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +26,8 @@ def _requirement_name(req: str) -> str:
 
 def test_bentofile_is_offline_and_in_step_with_pyproject():
     cfg = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
-    deps = {_requirement_name(r): r for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = {_requirement_name(r): r for r in project["dependencies"]}
     assert cfg["python"]["lock_packages"] is False
     assert "ngspice" in cfg["docker"]["system_packages"]
     for req in cfg["python"]["packages"]:

@@ -1,56 +1,27 @@
 """The service against a real ``bentoml serve`` on a free localhost port.
 
-One module-scoped server (tiny models in a test-local BentoML store, one of them corrupt),
-started once, waited for with a bound, always stopped. Limits are lowered through
-``KNET_SERVICE_*`` so overload cases are quick to provoke.
+The session-scoped ``server`` fixture (tests/conftest.py: tiny models in a test-local BentoML
+store, one of them corrupt), started once, waited for with a bound, always stopped; shared with
+tests/test_service_chip.py. Limits are lowered through ``KNET_SERVICE_*`` so overload cases are
+quick to provoke.
 """
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 import torch
+from helpers import MAX_BODY, MAX_POINTS, MAX_SAMPLES
+from helpers import run_knet as _knet
 
-from helpers import tiny_checkpoint
-from models.checkpoint import WEIGHTS_FILE, content_hash, load_model
+from models.checkpoint import content_hash, load_model
 from models.hardware import projected_latency_s
-from service.launch import running_server
 
 pytestmark = pytest.mark.http
-
-MAX_SAMPLES, MAX_POINTS, MAX_BODY, MAX_CONC = 4096, 500, 65536, 3
-ENV = {"KNET_SERVICE_MAX_SAMPLES": str(MAX_SAMPLES), "KNET_SERVICE_MAX_POINTS": str(MAX_POINTS),
-       "KNET_SERVICE_MAX_BODY_BYTES": str(MAX_BODY), "KNET_SERVICE_MAX_CONCURRENCY": str(MAX_CONC),
-       "KNET_SERVICE_RETRY_AFTER_S": "2"}
-
-
-def _knet(*args, env):
-    return subprocess.run([sys.executable, "-m", "knet", *args], env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("svc")
-    home = {"BENTOML_HOME": str(root / "bentoml")}
-    cks = {"tiny": tiny_checkpoint(root / "tiny", name="tiny", steps=16),
-           "tiny3": tiny_checkpoint(root / "tiny3", name="tiny3", nodes=3, steps=16),
-           "broken": tiny_checkpoint(root / "broken", name="broken")}
-    r = _knet("store", "--no-zoo", *map(str, cks.values()), env=home)
-    assert r.returncode == 0, r.stderr
-    # corrupt the stored copy: the service must log it and serve the others
-    stored = next((root / "bentoml" / "models" / "broken").glob("*/" + WEIGHTS_FILE))
-    stored.write_bytes(b"\x00garbage")
-    log = root / "server.log"
-    with running_server({**ENV, **home}, log_path=log) as url:
-        with httpx.Client(base_url=url, timeout=60) as client:
-            yield client, cks, log, home
 
 
 def _metric(client, name: str, **labels) -> float:

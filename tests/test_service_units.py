@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from helpers import tiny_checkpoint, tiny_model
+
 from models.checkpoint import WEIGHTS_FILE, CheckpointError, content_hash
 from models.solvers import Status
 from service.batching import MicroBatcher, SolveKey, solve

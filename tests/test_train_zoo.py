@@ -38,9 +38,9 @@ def test_zoo_model_reproduces_its_eval(name):
 
 
 def test_zoo_commands_on_a_small_checkpoint(tmp_path, capsys):
+    from helpers import tiny_checkpoint
     from PIL import Image
 
-    from helpers import tiny_checkpoint
     from knet.cli import main
     ckpt = tiny_checkpoint(tmp_path / "tiny", steps=4)
     (ckpt / CONFIG_FILE).write_text("name: tiny\ntask: 8gaussians\n")

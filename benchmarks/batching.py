@@ -1,6 +1,6 @@
 """Side-by-side measurement of the micro-batcher on localhost (bounded, a few seconds).
 
-    python -m service.bench_batching [--model twomoon] [--clients 16] [--seconds 5]
+    knet bench-batching [--model twomoon] [--clients 16] [--seconds 5]
 
 Starts the service twice on the models already in the BentoML store — with
 ``KNET_SERVICE_BATCHING=true`` and ``=false`` — and for each: the latency of single
@@ -21,7 +21,8 @@ import time
 
 import httpx
 
-from .launch import running_server
+from models.errors import UserInputError
+from service.launch import running_server
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -85,18 +86,16 @@ def solver_only(model_dir: str, requests: int, rows: int) -> dict:
     import torch
 
     from models.checkpoint import load_model
+    from service.batching import MicroBatcher, SolveKey
+    from service.config import current
 
-    from .batching import MicroBatcher, SolveKey
-    from .config import current
-
-    torch.set_num_threads(1)
     model = load_model(model_dir)
     key = SolveKey("sample", True, model.spec.solver)
     zs = [torch.randn(rows, model.data_dim, generator=torch.Generator().manual_seed(i), dtype=torch.float64)
           for i in range(requests)]
     out = {}
     for enabled in (True, False):
-        async def run():
+        async def run(enabled: bool = enabled) -> float:
             b = MicroBatcher(model, current().max_batch_rows, current().slice_rows, enabled=enabled)
             t = time.perf_counter()
             await asyncio.gather(*(b.submit(key, z) for z in zs))
@@ -107,8 +106,7 @@ def solver_only(model_dir: str, requests: int, rows: int) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--model", default="twomoon")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=5.0)
@@ -116,7 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=30, help="single-request latency samples")
     ap.add_argument("--solver-only", metavar="CHECKPOINT_DIR",
                     help="only the in-process batcher comparison on this checkpoint (no HTTP)")
-    args = ap.parse_args(argv)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the comparison the flags ask for and print it as JSON; returns the exit code."""
+    if args.clients < 1 or args.seconds <= 0 or args.repeats < 1 or args.large < 0:
+        raise UserInputError("--clients and --repeats must be >= 1, --seconds > 0, --large >= 0")
     if args.solver_only:
         print(json.dumps({f"{args.clients}x{r}_rows": solver_only(args.solver_only, args.clients, r)
                           for r in (1, 16)}, indent=1))
@@ -136,7 +139,3 @@ def main(argv: list[str] | None = None) -> int:
                                                      / u["with_large_client"]["small_req_per_s"])
     print(json.dumps(results, indent=1))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

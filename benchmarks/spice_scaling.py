@@ -1,4 +1,4 @@
-"""Measure how ngspice's cost grows with circuit size: ``python -m export.scaling``.
+"""Measure how ngspice's cost grows with circuit size: ``knet bench-ngspice``.
 
 Builds random-parameter circuits on the ``mixed`` topology (an H×W pixel grid with k×k
 neighbourhood edges, ground edges and two hub nodes, as an image model would use), runs
@@ -15,13 +15,13 @@ import sys
 
 import torch
 
+from export.netlist import build_deck
+from export.simulate import estimate_seconds, source_count
+from export.spice import SpiceError, run_deck
 from models.config import CircuitSpec, LayerSpec
+from models.errors import UserInputError
 from models.flow import KirchhoffNet
 from models.topology import mixed
-
-from .netlist import build_deck
-from .simulate import estimate_seconds, source_count
-from .spice import SpiceError, run_deck
 
 CASES = {  # name: (grid height = width, kernel, repeat, layers)
     "4x4-k3-L2": (4, 3, 1, 2),
@@ -62,22 +62,27 @@ def measure(name: str, variant: str, timeout_s: float) -> dict:
     return row
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.scaling", description=__doc__.splitlines()[0])
+def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cases", default=",".join(list(CASES)[:-1]), help=f"comma-separated, from {', '.join(CASES)}")
     p.add_argument("--variants", default="sample,logprob")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per ngspice run")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
-    args = p.parse_args(argv)
-    torch.set_num_threads(1)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Measure every case × variant the flags name and print a row per run; returns the exit code."""
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        raise UserInputError(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
     cols = ["case", "variant", "layers", "devices_per_layer", "sources", "points", "wall_s", "cpu_s",
             "us_per_source_point", "projected_s"]
     if not args.json:
         print("| " + " | ".join(cols) + " |")
         print("|" + "---|" * len(cols))
-    for name in args.cases.split(","):
+    for name in cases:
         for variant in args.variants.split(","):
-            row = measure(name.strip(), variant.strip(), args.timeout)
+            row = measure(name, variant.strip(), args.timeout)
             if args.json:
                 print(json.dumps(row))
             else:
@@ -85,7 +90,3 @@ def main(argv: list[str] | None = None) -> int:
                 print("| " + " | ".join(cells) + " |")
             sys.stdout.flush()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,7 @@
 | ``batching`` | ``knet bench-batching`` | the service's micro-batcher on vs off over localhost HTTP |
 | ``spice_scaling`` | ``knet bench-ngspice`` | ngspice's cost against circuit size (docs/export.md) |
 | ``noise_ngspice`` | ``knet bench-noise`` | thermal noise in ngspice against the chip's SDE (``models.chip``) |
-| ``soak`` (+ ``soak_report``) | ``knet soak`` | soak and fault run: one vs two workers, worker SIGKILL, SIGTERM (reports/reliability.md) |
+| ``soak`` (+ ``soak_report``) | ``knet soak`` | soak and fault run: 1 vs 2 workers, SIGKILL, SIGTERM |
 
 The package installs with the project (``pip install .``), so the commands work from a
 wheel or the Docker image; it depends on ``models``, ``service`` and ``export``, never on

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from models.checkpoint import circuit_bytes, content_hash, load_model
+from models.errors import UserInputError
 from models.flow import KirchhoffNet
 from models.hardware import projected_latency_s, settle_time_s
 
@@ -138,7 +139,7 @@ def build_artifact(model: KirchhoffNet, kind: str, checkpoint_dir: Path | None =
     if kind in CHECKPOINT_FILE_KINDS:
         return checkpoint_file(model.spec.name, kind, checkpoint_dir)
     if kind not in ARTIFACT_KINDS:
-        raise ValueError(f"unknown artifact kind {kind!r}; expected one of {', '.join(ARTIFACT_KINDS)}")
+        raise UserInputError(f"unknown artifact kind {kind!r}; expected one of {', '.join(ARTIFACT_KINDS)}")
     m, digest = _canonical(model, Path(checkpoint_dir) if checkpoint_dir is not None else None)
     return _build(m, kind, digest, checkpoint_dir)
 
@@ -152,7 +153,7 @@ def checkpoint_file(model_name: str, kind: str, checkpoint_dir: Path | None) -> 
     fname, spec = CHECKPOINT_FILE_KINDS[kind]
     path = None if checkpoint_dir is None else Path(checkpoint_dir) / fname
     if path is None or not path.is_file():
-        raise ValueError(f"{kind} is not available for model {model_name!r}: no {fname} beside the "
+        raise UserInputError(f"{kind} is not available for model {model_name!r}: no {fname} beside the "
                          "checkpoint (run `knet robustness` to compute it)")
     return Artifact(spec.filename(model_name), spec.content_type, path.read_bytes())
 
@@ -167,7 +168,7 @@ def checkpoint_file_kinds(checkpoint_dir: Path | None) -> list[str]:
 def _build(m: KirchhoffNet, kind: str, digest: str, checkpoint_dir: Path | None = None) -> Artifact:
     reason = available_kinds(m)[kind]
     if reason:
-        raise ValueError(f"{kind} is not available for model {m.spec.name!r}: {reason}")
+        raise UserInputError(f"{kind} is not available for model {m.spec.name!r}: {reason}")
     spec = ARTIFACT_KINDS[kind]
     name = spec.filename(m.spec.name)
     if kind.startswith("netlist-subckt-"):

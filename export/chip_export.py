@@ -19,13 +19,18 @@ import torch
 
 from models.chip import chip_model
 from models.config import ChipConfig
+from models.errors import UserInputError
 from models.flow import KirchhoffNet
 
-from .artifacts import ARTIFACT_KINDS, Artifact, _canonical, available_kinds
+# _canonical/_build: the same canonical float64 model, content hash and bytes as every other
+# artifact; only the netlists' header note and the JSON table's `chip` object are added here.
+from .artifacts import ARTIFACT_KINDS, Artifact, _build, _canonical, available_kinds
 from .netlist import netlist_text
-from .params import params_csv, params_json, params_tensors
+from .params import params_json
 
-CHIP_KINDS = ("netlist-sample", "netlist-logprob", "netlist-reverse", "params-json", "params-csv", "params-tensors")
+# kinds rendered from the circuit's parameters (ONNX graphs, the bundle and the manifest
+# describe the ideal model)
+CHIP_KINDS = tuple(k for k in ARTIFACT_KINDS if k.startswith(("netlist-", "vacask-", "params-")) or k == "verilog-a")
 
 
 def chip_note(chip: ChipConfig) -> tuple[str, ...]:
@@ -59,25 +64,28 @@ def chip_artifact(model: KirchhoffNet, kind: str, chip: ChipConfig, checkpoint_d
     directory. ``checkpoint_dir`` as in :func:`export.artifacts.build_artifact` (the header
     hash is the checkpoint's content hash).
 
+    Netlists (flat and subcircuit) carry :func:`chip_note` in their header and the JSON
+    table a ``chip`` object; VACASK decks, the CSV and the tensors carry the instance's
+    values only.
+
     Raises:
         ValueError: a kind with no chip rendering (ONNX, bundle, manifest) or a log-density
             kind of a model whose node count changes; ``UnsupportedChip`` as in
             :func:`chip_instance`; ``ERCError``/``UnsupportedCircuit`` as for any netlist.
     """
     if kind not in CHIP_KINDS:
-        raise ValueError(f"{kind} has no chip-instance rendering; expected one of {', '.join(CHIP_KINDS)}")
+        raise UserInputError(f"{kind} has no chip-instance rendering; expected one of {', '.join(CHIP_KINDS)}")
     base, digest = _canonical(model, Path(checkpoint_dir) if checkpoint_dir is not None else None)
     m = chip_model(base, chip)
     reason = available_kinds(m)[kind]
     if reason:
-        raise ValueError(f"{kind} is not available for model {m.spec.name!r}: {reason}")
+        raise UserInputError(f"{kind} is not available for model {m.spec.name!r}: {reason}")
+    spec = ARTIFACT_KINDS[kind]
     if kind.startswith("netlist-"):
-        data = netlist_text(m, kind.split("-", 1)[1], digest, note=chip_note(chip)).encode()
+        style = "subckt" if kind.startswith("netlist-subckt-") else "flat"
+        data = netlist_text(m, kind.rsplit("-", 1)[1], digest, note=chip_note(chip), style=style).encode()
     elif kind == "params-json":
         data = params_json(m, digest, chip=chip.model_dump())
-    elif kind == "params-csv":
-        data = params_csv(m)
-    else:
-        data = params_tensors(m, digest)
-    spec = ARTIFACT_KINDS[kind]
+    else:  # params CSV/tensors, VACASK decks (no header note), the Verilog-A library
+        return _build(m, kind, digest)
     return Artifact(spec.filename(m.spec.name), spec.content_type, data)

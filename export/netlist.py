@@ -38,6 +38,7 @@ import torch
 
 from models.device_expr import TextDialect, render_text
 from models.devices import LEAKY, get_activation
+from models.errors import UserInputError
 from models.flow import KirchhoffNet
 from models.hardware import settle_time_s
 
@@ -72,7 +73,7 @@ class Cell:
     params: tuple[tuple[str, float], ...]
 
 
-class UnsupportedCircuit(ValueError):
+class UnsupportedCircuit(UserInputError):
     """The model cannot be expressed as a fixed capacitor network (the message says why)."""
 
 
@@ -208,6 +209,69 @@ def _gate_source(layer: int, window: tuple[float, float], end: float, ramp: floa
                    tuple(float(tnum(x)) for point in points for x in point))  # (t0, v0, t1, v1, ...)
 
 
+def _layer_devices(model: KirchhoffNet, l: int, p: dict[str, torch.Tensor], node, sfx: str, variant: str,
+                   acc: str | None, inv: list[float], cells: dict[str, Cell]) -> tuple[list[Element], list[Element]]:
+    """Layer ``l``'s device sources (and, with an accumulator node ``acc``, their divergence
+    currents) for one copy of the circuit; records each element's cell in ``cells``."""
+    spec, hw = model.spec, model.spec.hardware
+    layer, family = spec.layers[l], model.layers[l].family
+    elems, divs = [], []
+    for e, (s, dn) in enumerate(layer.edges):
+        a, b, c = float(p["a"][e]), float(p["b"][e]), float(p["c"][e])
+        ap, bp = a / hw.voltage_scale_v, b / hw.voltage_scale_v
+        terms = []
+        if s:
+            terms.append((ap, f"V({node(s)})"))
+        if dn:
+            terms.append((bp, f"V({node(dn)})"))
+        z = signed_sum(terms, c)
+        i0_device = hw.current_scale_a * float(p["s"][e])  # I0 times the device's (mismatch) factor
+        i0 = -i0_device if variant == "reverse" else i0_device
+        body = _gated(i0, l, _act(family.activation, z, spec.leaky_slope))
+        elems.append(Element(f"B_L{l}_E{e}{sfx}", "BI", (node(s), node(dn)), body,
+                             f"layer {l}, edge {e} ({s}->{dn})", (ap, bp, c, i0)))
+        raw = tuple((name, float(model.layers[l].params[name][e].detach())) for name in family.param_names)
+        cells[f"B_L{l}_E{e}{sfx}"] = Cell(spec.device, False, (node(s), node(dn), f"g{l}"),
+                                          raw + (("i0", i0), ("v0", hw.voltage_scale_v)))
+        if acc is None:
+            continue
+        w = b * inv[dn] - a * inv[s]
+        if w == 0:
+            continue
+        slope = _act_slope(family.activation, z, spec.leaky_slope)
+        k_div = -i0_device * w
+        divs.append(Element(f"BD_L{l}_E{e}{sfx}", "BI", (GROUND, acc), _gated(k_div, l, slope),
+                            f"layer {l}, edge {e} ({s}->{dn}) divergence", (w, k_div)))
+        cells[f"BD_L{l}_E{e}{sfx}"] = Cell(spec.device, True, (node(s), node(dn), f"g{l}", acc),
+                                           raw + (("i0", i0_device), ("v0", hw.voltage_scale_v), ("w", w)))
+    return elems, divs
+
+
+def _accumulator(variant: str, hw, ins: list[str], node, sfx: str, param_lines: list,
+                 logn_readouts: dict) -> tuple[tuple[Element, ...], str]:
+    """The log-density accumulator of one copy (its capacitor, and for ``reverse`` the
+    log p read-out source) and the node to read log p from; appends the ``lognz`` parameter
+    (``logprob``) and the read-out's description (``reverse``)."""
+    d, v0, acc = len(ins), hw.voltage_scale_v, f"nacc{sfx}"
+    const = 0.5 * d * LOG_2PI
+    if variant == "logprob":
+        lognz = f"lognz{sfx}"
+        param_lines.append(((lognz, "{-0.5*(" + " + ".join(f"{i}*{i}" for i in ins) + f") - {num(const)}}}"),))
+        acc_ic = f"{{{num(v0)}*{lognz}}}"
+    else:
+        acc_ic = "0"
+    extra = [Element(f"C_ACC{sfx}", "C", (acc, GROUND), f"{num(hw.capacitance_f)} IC={acc_ic}",
+                     "accumulator", (hw.capacitance_f,))]
+    if variant != "reverse":
+        return tuple(extra), acc
+    sq = " + ".join(f"V({node(k + 1)})*V({node(k + 1)})" for k in range(d))
+    logn = f"V({acc}) - {num(0.5 / v0)}*({sq}) - {num(v0 * const)}"
+    extra.append(Element(f"B_LOGP{sfx}", "BV", (f"nlogp{sfx}", GROUND), f"V={logn}", "log-density read-out",
+                         (v0, const)))
+    logn_readouts[f"nlogp{sfx}"] = (acc, tuple(node(k + 1) for k in range(d)), v0, const)
+    return tuple(extra), f"nlogp{sfx}"
+
+
 def build_deck(model: KirchhoffNet, variant: str, inputs: torch.Tensor | None = None,
                content_hash: str = "", options: SpiceOptions = SpiceOptions(), measures: bool = True,
                note: tuple[str, ...] = ()) -> Deck:
@@ -227,10 +291,10 @@ def build_deck(model: KirchhoffNet, variant: str, inputs: torch.Tensor | None = 
             changes; :class:`UnsupportedCircuit` for node layouts a netlist cannot express.
     """
     if variant not in VARIANTS:
-        raise ValueError(f"unknown netlist variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+        raise UserInputError(f"unknown netlist variant {variant!r}; expected one of {', '.join(VARIANTS)}")
     spec = model.spec
     if variant != "sample" and not spec.bijective:
-        raise ValueError(f"the {variant} netlist needs every layer to have data_dim={spec.data_dim} nodes; "
+        raise UnsupportedCircuit(f"the {variant} netlist needs every layer to have data_dim={spec.data_dim} nodes; "
                          f"model {spec.name!r} changes node counts, so its log-density is not defined")
     plan = node_plan(model)
     hw = spec.hardware
@@ -267,68 +331,22 @@ def build_deck(model: KirchhoffNet, variant: str, inputs: torch.Tensor | None = 
                          "initial voltage V0 * input", tuple(caps)))
         with_div = variant in ("logprob", "reverse")
         acc = f"nacc{sfx}"
+        inv = [0.0] + [1.0 / c for c in plan.caps]
         for l, layer in enumerate(spec.layers):
             t0, t1 = windows[l][0] * tau, windows[l][1] * tau
-            p = params[l]
-            elems, divs = [], []
-            inv = [0.0] + [1.0 / c for c in plan.caps]
-            for e, (s, dn) in enumerate(layer.edges):
-                a, b, c = float(p["a"][e]), float(p["b"][e]), float(p["c"][e])
-                ap, bp = a / hw.voltage_scale_v, b / hw.voltage_scale_v
-                terms = []
-                if s:
-                    terms.append((ap, f"V({node(s)})"))
-                if dn:
-                    terms.append((bp, f"V({node(dn)})"))
-                z = signed_sum(terms, c)
-                i0 = (-hw.current_scale_a if variant == "reverse" else hw.current_scale_a) * float(p["s"][e])
-                body = _gated(i0, l, _act(model.layers[l].family.activation, z, spec.leaky_slope))
-                elems.append(Element(f"B_L{l}_E{e}{sfx}", "BI", (node(s), node(dn)),
-                                     body,
-                                     f"layer {l}, edge {e} ({s}->{dn})", (ap, bp, c, i0)))
-                raw = tuple((name, float(model.layers[l].params[name][e].detach()))
-                            for name in model.layers[l].family.param_names)
-                scales = (("i0", i0), ("v0", hw.voltage_scale_v))
-                cells[f"B_L{l}_E{e}{sfx}"] = Cell(spec.device, False, (node(s), node(dn), f"g{l}"), raw + scales)
-                if with_div:
-                    w = b * inv[dn] - a * inv[s]
-                    if w == 0:
-                        continue
-                    slope = _act_slope(model.layers[l].family.activation, z, spec.leaky_slope)
-                    k_div = -hw.current_scale_a * float(p["s"][e]) * w
-                    divs.append(Element(f"BD_L{l}_E{e}{sfx}", "BI", (GROUND, acc), _gated(k_div, l, slope),
-                                        f"layer {l}, edge {e} ({s}->{dn}) divergence", (w, k_div)))
-                    div_scales = (("i0", hw.current_scale_a * float(p["s"][e])), ("v0", hw.voltage_scale_v), ("w", w))
-                    cells[f"BD_L{l}_E{e}{sfx}"] = Cell(spec.device, True, (node(s), node(dn), f"g{l}", acc),
-                                                       raw + div_scales)
+            elems, divs = _layer_devices(model, l, params[l], node, sfx, variant, acc if with_div else None, inv,
+                                         cells)
             t_text = f"[{tnum(t0)}, {tnum(t1)}] s"
             sections.append((f"layer {l}: {layer.nodes} nodes, {len(elems)} devices ({spec.device}), active {t_text}"
                              f"{', copy ' + str(j) if multi else ''}", tuple(elems)))
             if divs:
-                sections.append((f"layer {l}: divergence currents into the accumulator{', copy ' + str(j) if multi else ''}",
-                                 tuple(divs)))
+                copy = f", copy {j}" if multi else ""
+                sections.append((f"layer {l}: divergence currents into the accumulator{copy}", tuple(divs)))
         read_nodes = [(f"v{k + 1}", node(k + 1)) for k in range(d)]
         if with_div:
-            v0 = hw.voltage_scale_v
-            const = 0.5 * d * LOG_2PI
-            if variant == "logprob":
-                lognz = f"lognz{sfx}"
-                param_lines.append(((lognz, "{-0.5*(" + " + ".join(f"{i}*{i}" for i in ins) + f") - {num(const)}}}"),))
-                acc_ic = f"{{{num(v0)}*{lognz}}}"
-            else:
-                acc_ic = "0"
-            extra = [Element(f"C_ACC{sfx}", "C", (acc, GROUND), f"{num(hw.capacitance_f)} IC={acc_ic}",
-                             "accumulator", (hw.capacitance_f,))]
-            if variant == "reverse":
-                sq = " + ".join(f"V({node(k + 1)})*V({node(k + 1)})" for k in range(d))
-                logn = f"V({acc}) - {num(0.5 / v0)}*({sq}) - {num(v0 * const)}"
-                extra.append(Element(f"B_LOGP{sfx}", "BV", (f"nlogp{sfx}", GROUND), f"V={logn}",
-                                     "log-density read-out", (v0, const)))
-                logn_readouts[f"nlogp{sfx}"] = (acc, tuple(node(k + 1) for k in range(d)), v0, const)
-                read_nodes.append(("logp", f"nlogp{sfx}"))
-            else:
-                read_nodes.append(("logp", acc))
-            sections.append(("log-density accumulator" + (f", copy {j}" if multi else ""), tuple(extra)))
+            extra, logp_node = _accumulator(variant, hw, ins, node, sfx, param_lines, logn_readouts)
+            read_nodes.append(("logp", logp_node))
+            sections.append(("log-density accumulator" + (f", copy {j}" if multi else ""), extra))
         readouts += [Readout(j, q, n, f"{q}{sfx}") for q, n in read_nodes]
 
     ramp = RAMP_FRACTION * min(layer.duration for layer in spec.layers) * tau
@@ -372,7 +390,8 @@ def _header(model: KirchhoffNet, variant: str, content_hash: str, plan: NodePlan
         *note,
         f"netlist format {FORMAT_VERSION}, ngspice dialect, written by kirchhoffnet-serve (export.netlist)",
         f"variant {variant}: " + what[0], *what[1:],
-        f"constants: C = {num(hw.capacitance_f)} F, V0 = {num(hw.voltage_scale_v)} V, I0 = {num(hw.current_scale_a)} A, "
+        f"constants: C = {num(hw.capacitance_f)} F, V0 = {num(hw.voltage_scale_v)} V, "
+        f"I0 = {num(hw.current_scale_a)} A, "
         f"tau = C*V0/I0 = {tnum(hw.tau_s)} s",
         f"time: T = {tnum(spec.end_time)} model units = {tnum(settle_time_s(spec))} s; "
         f"{len(spec.layers)} layers, {spec.num_edges} devices ({spec.device}), {plan.count} nodes",
@@ -380,7 +399,8 @@ def _header(model: KirchhoffNet, variant: str, content_hash: str, plan: NodePlan
         "names: n<k> node k (0 = ground); C_N<k> node capacitor; B_L<l>_E<e> device e of layer l (0-based);",
         "       BD_L<l>_E<e> its divergence current into nacc; C_ACC accumulator, B_LOGP log-density read-out",
         "switches: device currents of layer l are multiplied by V(g<l>) (V_G<l>: 1 V while the layer is connected)",
-        f"run: ngspice -b {spec.name}-{variant}.cir   (edit the in<k> .param values for another input; the .meas lines print the outputs)",
+        f"run: ngspice -b {spec.name}-{variant}.cir   "
+        "(edit the in<k> .param values for another input; the .meas lines print the outputs)",
     ]
     return tuple(lines)
 
@@ -392,7 +412,7 @@ def netlist_text(model: KirchhoffNet, variant: str, content_hash: str = "",
     sources with inline numbers) or ``subckt`` (one ``.subckt`` per family, ``export.subckt``)."""
     from .erc import check
     if style not in STYLES:
-        raise ValueError(f"unknown netlist style {style!r}; expected one of {', '.join(STYLES)}")
+        raise UserInputError(f"unknown netlist style {style!r}; expected one of {', '.join(STYLES)}")
     deck = build_deck(model, variant, None, content_hash, options, note=note)
     check(deck)
     if style == "subckt":

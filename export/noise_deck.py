@@ -42,6 +42,7 @@ from models.chip import K_BOLTZMANN_J_PER_K, Chip
 from models.config import ChipConfig
 from models.device_expr import render_text
 from models.devices import LEAKY, get_activation
+from models.errors import UserInputError
 from models.flow import KirchhoffNet
 from models.hardware import settle_time_s
 
@@ -78,7 +79,7 @@ def noise_deck(model: KirchhoffNet, z: torch.Tensor, source: str = "trnoise", se
         ValueError: unknown source; ``ERCError`` if the deck breaks an electrical rule.
     """
     if source not in SOURCES:
-        raise ValueError(f"unknown noise source {source!r}; expected one of {', '.join(SOURCES)}")
+        raise UserInputError(f"unknown noise source {source!r}; expected one of {', '.join(SOURCES)}")
     spec, hw = model.spec, model.spec.hardware
     delta = noise_interval_s(model, options) if interval_s is None else float(interval_s)
     kt = K_BOLTZMANN_J_PER_K * hw.temperature_k

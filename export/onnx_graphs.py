@@ -25,6 +25,7 @@ from torch import Tensor
 from models.config import SolverConfig
 from models.device_expr import Expr
 from models.devices import LEAKY
+from models.errors import UserInputError
 from models.flow import KirchhoffNet, resize_nodes
 
 OPSET = 17
@@ -110,7 +111,7 @@ def _build(model: KirchhoffNet, direction: str, steps: list[int]):
     spec = model.spec
     with_div = spec.bijective
     if direction == "logprob" and not with_div:
-        raise ValueError(f"model {spec.name!r} changes node counts between layers; "
+        raise UserInputError(f"model {spec.name!r} changes node counts between layers; "
                          "its log-density is not defined, so there is no log-density graph")
     g = _GraphBuilder()
     reverse = direction == "logprob"
@@ -178,7 +179,7 @@ def onnx_graph(model: KirchhoffNet, direction: str, content_hash: str = "",
     from onnx import TensorProto, helper
 
     if direction not in ("sample", "logprob"):
-        raise ValueError(f"direction must be 'sample' or 'logprob', not {direction!r}")
+        raise UserInputError(f"direction must be 'sample' or 'logprob', not {direction!r}")
     steps = steps or graph_steps(model)
     spec = model.spec
     d = spec.data_dim

@@ -1,6 +1,7 @@
-"""Circuit simulation of exported netlists with ngspice, checked against the model itself.
+"""Circuit simulation of exported netlists with ngspice or VACASK, checked against the model.
 
-For ``n`` inputs and each netlist variant, the deck is simulated by ngspice and the node
+For ``n`` inputs and each netlist variant, the deck is simulated by ngspice (behavioural
+sources, ``export.spice``) or VACASK (compiled Verilog-A devices, ``export.vacask``) and the node
 voltages at T·τ are compared with a tight float64 solution of the model (dopri5, rtol 1e-9,
 atol 1e-10, so the reference error is far below the 1e-3 bar):
 
@@ -15,7 +16,9 @@ crosses 0).
 Cost: ngspice evaluates every behavioural source at every Newton iteration, so one deck
 costs about ``devices × time points × iterations``; :func:`estimate_seconds` projects it
 from the constant measured in docs/export.md, and :func:`simulate` refuses (``TooLarge``)
-when the projection exceeds the caller's limit.
+when the projection exceeds the caller's limit. VACASK's cost (:func:`estimate_seconds_vacask`)
+is ~20× lower per instance·point; ``simulator="auto"`` (:func:`choose_simulator`) keeps
+ngspice for small circuits and takes the one projected faster for large ones.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from models.config import SolverConfig
+from models.errors import UserInputError
 from models.flow import KirchhoffNet, standard_normal_log_prob
 from models.hardware import projected_latency_s, settle_time_s
 
@@ -36,18 +40,20 @@ from .netlist import VARIANTS, SpiceOptions, build_deck
 from .spice import run_deck
 
 REFERENCE_SOLVER = SolverConfig(method="dopri5", rtol=1e-9, atol=1e-10, max_steps=1_000_000, max_wall_s=600.0)
-# ngspice CPU cost model, fitted to `knet bench-ngspice` (benchmarks/spice_scaling.py) and the zoo (docs/export.md):
+# ngspice CPU cost model, fitted to `knet bench-ngspice` (benchmarks/spice_scaling.py) and the zoo
+# (docs/export.md):
 # CPU ≈ sources × time points × µs per source-point; the time points (~1200 per unit of
-# model time at the default tolerances, 1631 for the digits-sized circuit) hardly depend on the layer count, and the cost per
+# model time at the default tolerances, 1631 for the digits-sized circuit) hardly depend on the layer
+# count, and the cost per
 # source-point grows with the node count (denser matrix rows) and is ~3× higher for the
 # divergence sources of the log-density decks.
 POINTS_PER_TIME_UNIT = 1500
 US_PER_SOURCE_POINT = {"sample": (2.0, 0.12, 12.0), "logprob": (6.0, 0.5, 18.0)}  # (base, per node, cap)
 PROCESS_OVERHEAD_S = 0.05
 # VACASK CPU cost model (benchmarks/sim_scaling.py, docs/export.md): compiled devices cost
-# ~0.1 µs per instance·point (KLU solve included) but VACASK takes ~3× more time points
+# ~0.1 µs per instance·point (KLU solve included) but VACASK takes ~4× more time points
 # than ngspice at the same tolerances; compiling the Verilog-A library adds ~0.1 s per run.
-VACASK_POINTS_PER_TIME_UNIT = 4500
+VACASK_POINTS_PER_TIME_UNIT = 6000
 VACASK_US_PER_INSTANCE_POINT = 0.1
 VACASK_OVERHEAD_S = 0.15
 SIMULATORS = ("ngspice", "vacask")
@@ -57,7 +63,7 @@ SIMULATORS = ("ngspice", "vacask")
 LARGE_CIRCUIT_DEVICES = 2000
 
 
-class TooLarge(ValueError):
+class TooLarge(UserInputError):
     """The projected ngspice time exceeds the limit; the message gives the figures."""
 
 
@@ -169,19 +175,21 @@ def _checked_simulator(model: KirchhoffNet, simulator: str, wanted: list[str], n
     if simulator == "auto":
         simulator = choose_simulator(model, wanted, n, per_deck)
     if simulator not in SIMULATORS:
-        raise ValueError(f"unknown simulator {simulator!r}; expected one of {', '.join(SIMULATORS)} or auto")
+        raise UserInputError(f"unknown simulator {simulator!r}; expected one of {', '.join(SIMULATORS)} or auto")
     projected = projected_seconds(model, simulator, wanted, n, per_deck)
     if projected > max_seconds and not force:
+        other = next(s for s in SIMULATORS if s != simulator)
         raise TooLarge(
             f"simulating {model.spec.name!r} ({model.spec.num_edges} devices, {len(model.spec.layers)} layers) "
             f"for {n} inputs and variants {', '.join(wanted)} is projected to take {projected:.0f} s of {simulator} "
-            f"CPU time (limit {max_seconds:g} s; the cost grows with devices x time points, see "
-            "docs/export.md). "
+            f"CPU time ({other}: {projected_seconds(model, other, wanted, n, per_deck):.0f} s; limit "
+            f"{max_seconds:g} s; the cost grows with devices x time points, see docs/export.md). "
             "Use fewer inputs or variants, the other --simulator, raise --max-seconds, or pass --force.")
     return simulator
 
 
-def reference(model: KirchhoffNet, z: torch.Tensor, variants: list[str]) -> tuple[dict[str, dict[str, torch.Tensor]], float]:
+def reference(model: KirchhoffNet, z: torch.Tensor, variants: list[str]
+              ) -> tuple[dict[str, dict[str, torch.Tensor]], float]:
     """Tight float64 solutions of ``model`` for latents ``z (n, d)``: per variant, quantity →
     ``(n, k)`` tensor, and the wall time. ``reverse`` starts from the reference samples."""
     m = copy.deepcopy(model).to(torch.float64)
@@ -208,9 +216,33 @@ def _require(stats, what: str) -> None:
         raise RuntimeError(f"reference {what} solve failed: {stats.status.name} {stats.message}")
 
 
+def _checked_variants(model: KirchhoffNet, n: int, jobs: int, mode: str, variants: list[str] | None
+                      ) -> tuple[list[str], dict[str, str]]:
+    """The variants to run and the ones skipped (with why); ValueError for bad arguments."""
+    if n < 1:
+        raise UserInputError("-n must be >= 1")
+    if jobs < 1:
+        raise UserInputError("--jobs must be >= 1")
+    if mode not in ("batch", "per-input"):
+        raise UserInputError("mode must be 'batch' or 'per-input'")
+    wanted = list(variants or VARIANTS)
+    unknown = [v for v in wanted if v not in VARIANTS]
+    if unknown:
+        raise UserInputError(f"unknown variant {unknown[0]!r}; expected one of {', '.join(VARIANTS)}")
+    skipped = {}
+    if not model.spec.bijective:
+        for v in ("logprob", "reverse"):
+            if v in wanted:
+                wanted.remove(v)
+                skipped[v] = "node count changes between layers, so the log-density is not defined"
+    if not wanted:
+        raise UserInputError("no variant left to simulate")
+    return wanted, skipped
+
+
 def simulate(model: KirchhoffNet, n: int = 16, seed: int = 0, variants: list[str] | None = None,
              mode: str = "per-input", chunk: int = 4, timeout_s: float = 600.0, max_seconds: float = 900.0,
-             force: bool = False, options: SpiceOptions = SpiceOptions(), jobs: int = 1,
+             force: bool = False, options: SpiceOptions | None = None, jobs: int = 1,
              progress: Callable[[int], None] | None = None, simulator: str = "ngspice") -> SimulationReport:
     """Simulate the exported netlists for ``n`` inputs and compare with the model.
 
@@ -229,24 +261,8 @@ def simulate(model: KirchhoffNet, n: int = 16, seed: int = 0, variants: list[str
         TooLarge, ValueError (bad arguments), export.spice.SpiceError (ngspice failures),
         export.vacask.VacaskError (VACASK failures).
     """
-    if n < 1:
-        raise ValueError("-n must be >= 1")
-    if jobs < 1:
-        raise ValueError("--jobs must be >= 1")
-    if mode not in ("batch", "per-input"):
-        raise ValueError("mode must be 'batch' or 'per-input'")
-    wanted = list(variants or VARIANTS)
-    unknown = [v for v in wanted if v not in VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown variant {unknown[0]!r}; expected one of {', '.join(VARIANTS)}")
-    skipped = {}
-    if not model.spec.bijective:
-        for v in ("logprob", "reverse"):
-            if v in wanted:
-                wanted.remove(v)
-                skipped[v] = "node count changes between layers, so the log-density is not defined"
-    if not wanted:
-        raise ValueError("no variant left to simulate")
+    options = options or SpiceOptions()
+    wanted, skipped = _checked_variants(model, n, jobs, mode, variants)
     per_deck = 1 if mode == "per-input" else max(1, min(chunk, n))
     simulator = _checked_simulator(model, simulator, wanted, n, per_deck, max_seconds, force)
     if simulator == "vacask":

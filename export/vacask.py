@@ -197,6 +197,15 @@ def _tail(text: str) -> str:
     return (" | ".join(bad) or " | ".join(log[-5:]))[-600:]
 
 
+def _cache_dir() -> Path | None:
+    """This user's private library cache in the temp directory (None if it is not ours)."""
+    cache = Path(tempfile.gettempdir()) / f"knet-osdi-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        cache.mkdir(mode=0o700)
+    info = cache.lstat()
+    return cache if cache.is_dir() and not cache.is_symlink() and info.st_uid == os.getuid() else None
+
+
 def compile_devices(family: str, leaky_slope: float, work: Path, timeout_s: float = 60.0) -> Path:
     """Write the Verilog-A file of ``family`` into ``work`` and compile it; the .osdi path.
 
@@ -209,9 +218,9 @@ def compile_devices(family: str, leaky_slope: float, work: Path, timeout_s: floa
     source = work / f"kn_{family.replace('-', '_')}.va"
     source.write_text(text)
     digest = hashlib.sha256(f"{paths[1]}\n{text}".encode()).hexdigest()[:20]
-    cache = Path(tempfile.gettempdir()) / f"knet-osdi-{os.getuid()}"
-    cached = cache / f"{source.stem}-{digest}.osdi"
-    if cached.is_file():
+    cache = _cache_dir()
+    cached = None if cache is None else cache / f"{source.stem}-{digest}.osdi"
+    if cached is not None and cached.is_file():
         return cached
     library = source.with_suffix(".osdi")
     code, _ = _run([paths[1], source.name, "-o", library.name], work, "openvaf.log", timeout_s,
@@ -219,8 +228,10 @@ def compile_devices(family: str, leaky_slope: float, work: Path, timeout_s: floa
     if code != 0 or not library.is_file():
         raise VacaskError(f"openvaf-r failed on {source} (exit {code}): "
                           f"{_tail((work / 'openvaf.log').read_text(errors='replace'))}")
-    cache.mkdir(exist_ok=True)
-    partial = cache / f"{cached.name}.{os.getpid()}.part"
+    if cached is None:
+        return library
+    fd, partial = tempfile.mkstemp(dir=cache, suffix=".part")  # unique per process and thread
+    os.close(fd)
     shutil.copyfile(library, partial)
     os.replace(partial, cached)  # atomic: concurrent runs never load a half-written library
     return cached

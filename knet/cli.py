@@ -19,7 +19,17 @@ import traceback
 
 from models.errors import UserInputError
 
-COMMAND_MODULES = ("cmd_core", "cmd_export", "cmd_service", "cmd_loadtest", "cmd_bench", "cmd_zoo", "cmd_reference", "cmd_soak", "cmd_chip")
+COMMAND_MODULES = (  # one module per line: add yours at the end
+    "cmd_core",
+    "cmd_export",
+    "cmd_service",
+    "cmd_loadtest",
+    "cmd_bench",
+    "cmd_zoo",
+    "cmd_reference",
+    "cmd_soak",
+    "cmd_chip",
+)
 
 
 UserError = UserInputError  # the name the command modules use

@@ -5,6 +5,7 @@ import argparse
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 
 from models.errors import UserInputError
@@ -49,7 +50,8 @@ def _levels(args: argparse.Namespace) -> dict[str, list[float]]:
     effects = [e.strip() for e in args.effects.split(",") if e.strip()]
     unknown = [e for e in effects if e not in EFFECTS]
     if unknown or not effects:
-        raise UserInputError(f"--effects: unknown effect {', '.join(unknown) or '(none)'}; expected {', '.join(EFFECTS)}")
+        raise UserInputError(f"--effects: unknown effect {', '.join(unknown) or '(none)'}; "
+                             f"expected {', '.join(EFFECTS)}")
     levels = {e: list(DEFAULT_LEVELS[e]) for e in effects}
     for item in args.levels:
         name, _, values = item.partition("=")
@@ -97,7 +99,7 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
 def cmd_robustness(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from models.robustness import Robustness, RobustnessSettings, solver_check
+    from models.robustness import Robustness, RobustnessFailed, RobustnessSettings, solver_check
 
     from .plots_chip import robustness_figure
     for flag in ("instances", "eval_points", "sample_points", "bootstrap"):
@@ -109,17 +111,21 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     settings = RobustnessSettings(args.instances, args.eval_points, args.sample_points, args.bootstrap,
                                   args.max_seconds)
     total = sum(len(v) for v in levels.values())
-    with tqdm(total=total + 1, desc=f"robustness {model.spec.name}", unit="level", dynamic_ncols=True) as bar:
-        bar.set_postfix_str("ideal model and data")
-        run = Robustness(model, task, settings)
-        bar.update()
+    try:
+        with tqdm(total=total + 1, desc=f"robustness {model.spec.name}", unit="level", dynamic_ncols=True) as bar:
+            bar.set_postfix_str("ideal model and data")
+            run = Robustness(model, task, settings)
+            bar.update()
 
-        def step(effect: str, level: float) -> None:
-            bar.set_postfix_str(f"{effect} {level:g}")
+            def step(effect: str, level: float) -> None:
+                bar.set_postfix_str(f"{effect} {level:g}")
 
-        report = run.run(levels, progress=lambda e, lv: (step(e, lv), bar.update()))
-    if not args.no_solver_check and task.kind in ("data", "energy") and model.spec.bijective:
-        report["solver_check"] = solver_check(model, task)
+            report = run.run(levels, progress=lambda e, lv: (step(e, lv), bar.update()))
+        if not args.no_solver_check and model.spec.bijective:
+            report["solver_check"] = solver_check(model, task)
+    except RobustnessFailed as err:
+        print(f"error: {err}; nothing was written", file=sys.stderr)
+        return 1
     out = _out_dir(args)
     out.mkdir(parents=True, exist_ok=True)
     (out / "robustness.json").write_text(json.dumps(report, indent=1) + "\n")

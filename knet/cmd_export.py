@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             add_chip_args(q)
         q.set_defaults(func=cmd_export, choice="all")
 
-    p = sub.add_parser("simulate", help="run the netlists in ngspice and compare with the model")
+    p = sub.add_parser("simulate", help="run the netlists in ngspice or VACASK and compare with the model")
     add_model_arg(p)
     p.add_argument("-n", type=int, default=16, help="number of inputs (default 16)")
     p.add_argument("--seed", type=int, default=0, help="seed of the latent inputs")
@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per ngspice run")
     p.add_argument("--jobs", type=int, default=1, help="ngspice runs in parallel (default 1)")
     p.add_argument("--max-seconds", type=float, default=900.0,
-                   help="refuse when the projected ngspice CPU time exceeds this (default 900)")
+                   help="refuse when the projected simulator CPU time exceeds this (default 900)")
     p.add_argument("--force", action="store_true", help="simulate even when projected to exceed --max-seconds")
     p.add_argument("--simulator", choices=["auto", "ngspice", "vacask"], default="auto",
                    help="circuit simulator: ngspice (behavioural sources), vacask (compiled Verilog-A devices) or "

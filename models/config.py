@@ -115,7 +115,7 @@ class HardwareAwareConfig(_Frozen):
     switching_mode: Literal["crossfade", "break"] = "crossfade"
     instances: int = Field(4, ge=1, le=64, description="chip instances per iteration (batch split among them)")
 
-    def chip(self, instance: int) -> "ChipConfig":
+    def chip(self, instance: int) -> ChipConfig:
         return ChipConfig(mismatch=self.mismatch, quant_bits=self.quant_bits, switching_s=self.switching_s,
                           switching_mode=self.switching_mode, instance=instance)
 
@@ -172,7 +172,7 @@ class LayerSpec(_Frozen):
     capacitance: float | tuple[float, ...] = 1.0
 
     @model_validator(mode="after")
-    def _check(self) -> "LayerSpec":
+    def _check(self) -> LayerSpec:
         if not math.isfinite(self.duration):
             raise ValueError("duration must be finite")
         caps = (self.capacitance,) if isinstance(self.capacitance, float | int) else self.capacitance
@@ -268,7 +268,7 @@ class CircuitSpec(_Frozen):
         return v
 
     @model_validator(mode="after")
-    def _dims(self) -> "CircuitSpec":
+    def _dims(self) -> CircuitSpec:
         if self.layers[-1].nodes < self.data_dim:
             raise ValueError(
                 f"last layer has {self.layers[-1].nodes} nodes, fewer than data_dim={self.data_dim}"
@@ -352,7 +352,7 @@ class TrainConfig(_Frozen):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TrainConfig":
+    def _consistent(self) -> TrainConfig:
         from .data import TASKS
         task = TASKS[self.task]
         wanted = "likelihood" if task.kind == "data" else "density_matching"

@@ -159,12 +159,15 @@ def read_folder(folder: str | Path, name: str | None = None) -> ReferenceCircuit
     try:
         config = yaml.safe_load(cfg_bytes)
     except yaml.YAMLError as err:
-        raise ReferenceFormatError(f"{cfg_path}: not valid YAML ({err})") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(err, "problem", None) or err
+        raise ReferenceFormatError(f"{cfg_path}: not valid YAML ({where}{problem})") from None
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises pickle/zip/runtime errors for foreign or corrupt files
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ReferenceFormatError(f"{weights_path}: not a weights-only torch state_dict ({reason})") from None
+    except Exception:  # torch raises pickle/zip/runtime errors for foreign or corrupt files
+        raise ReferenceFormatError(f"{weights_path}: not a torch state_dict that loads with weights_only=True "
+                                   "(corrupt, truncated, or a pickle that holds code)") from None
     return convert(config, state, name=name or _default_name(config, d), source=str(folder),
                    config_sha256=hashlib.sha256(cfg_bytes).hexdigest(),
                    weights_sha256=hashlib.sha256(weights_bytes).hexdigest())

@@ -146,9 +146,12 @@ def with_hardware(model: KirchhoffNet, **constants: float) -> KirchhoffNet:
 class Robustness:
     """The Monte Carlo of one model on one task (see the module docstring)."""
 
-    def __init__(self, model: KirchhoffNet, task: Task, settings: RobustnessSettings = RobustnessSettings()):
+    def __init__(self, model: KirchhoffNet, task: Task, settings: RobustnessSettings | None = None):
+        settings = settings or RobustnessSettings()
         self.model, self.task, self.settings = model, task, settings
         s = settings
+        # one solve of K chips does K times the work of a served request: bound it by the run
+        self.solver = model.spec.solver.model_copy(update={"max_wall_s": settings.max_seconds})
         self.started = time.perf_counter()
         gen = torch.Generator().manual_seed(SAMPLE_SEED)
         self.z = torch.randn(s.sample_points, model.data_dim, generator=gen, dtype=torch.float64)
@@ -170,7 +173,8 @@ class Robustness:
 
     def _check_time(self) -> None:
         if time.perf_counter() - self.started > self.settings.max_seconds:
-            raise TimeoutError(f"robustness run exceeded its budget of {self.settings.max_seconds:g} s")
+            raise RobustnessFailed(f"robustness run exceeded its bound of {self.settings.max_seconds:g} s "
+                                   "(--max-seconds)")
 
     def row(self, effect: str, level: float) -> RobustnessRow:
         """Measure one effect at one level."""
@@ -178,7 +182,7 @@ class Robustness:
         model, chip = chip_for(effect, level, self.model)
         random_chips = effect == "mismatch" and level > 0
         k = self.settings.instances if random_chips else 1
-        emu = Chip(model, chip, instances=list(range(k)))
+        emu = Chip(model, chip, instances=list(range(k)), solver=self.solver)
         quality = self._quality(emu) if emu.is_flow else None
         noise_gen = torch.Generator().manual_seed(SAMPLE_SEED + 1)
         res = emu.sample(0, z=self.z, with_logprob=False, noise_generator=noise_gen)
@@ -234,7 +238,8 @@ class Robustness:
             "task": self.task.name,
             "metric": "nll" if self.task.kind == "data" else "elbo",
             "metric_note": ("test NLL on fresh points, nats" if self.task.kind == "data"
-                            else "E[log q + U] over model samples, nats (no data: distances are to the ideal model's samples)"),
+                            else "E[log q + U] over model samples, nats (no data: distances are to the ideal "
+                                 "model's samples)"),
             "ideal": {"nll": ideal.nll, "nll_se": ideal.nll_se, "distance": ideal.distance,
                       "distance_ci": list(ideal.distance_ci)},
             "floor": {"distance": self.floor[0], "distance_ci": list(_ci(self.floor[1]))},
@@ -246,10 +251,15 @@ class Robustness:
         }
 
 
+class RobustnessFailed(RuntimeError):
+    """A solve of the Monte Carlo failed (budget, non-finite state) or the run outlasted its
+    time bound; the message names the effect, the level and the status."""
+
+
 def _require(stats, what: str, level: float | None) -> None:
     if not stats.ok:
         at = "" if level is None else f" at level {level:g}"
-        raise RuntimeError(f"{what} solve{at} failed: {stats.status.name} {stats.message}")
+        raise RobustnessFailed(f"{what} solve{at} failed: {stats.status.name.lower()}: {stats.message}")
 
 
 def solver_check(model: KirchhoffNet, task: Task, mismatch: float = 0.1, instances: int = 4,
@@ -259,7 +269,7 @@ def solver_check(model: KirchhoffNet, task: Task, mismatch: float = 0.1, instanc
     solve at 1e-9, on test points (or model samples for energies): max |Δ log p|, nats,
     beside the error the calibration recorded for the ideal model."""
     from .config import SolverConfig
-    reference_solver = SolverConfig(method="dopri5", rtol=1e-9, atol=1e-9, max_wall_s=120.0)
+    reference_solver = SolverConfig(method="dopri5", rtol=1e-9, atol=1e-9, max_wall_s=600.0)
     if task.kind == "data":
         x = task.sample(points, EVAL_SEED + 1, split="test")
     else:

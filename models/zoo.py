@@ -8,7 +8,7 @@ from .errors import UserInputError
 
 ZOO_DIR = Path(__file__).resolve().parent / "zoo"
 ZOO_NAMES = ("twomoon", "circle", "swissroll", "2spirals", "pinwheel", "8gaussians",
-             "potential1", "potential2", "digits")
+             "potential1", "potential2", "digits", "twomoon-hw", "8gaussians-hw")
 DEFAULT_MODEL = "twomoon"
 # Published KirchhoffNet figures (nats, 8192 fresh samples from the same generators): test NLL
 # for generation, E[log q + U] for potential1. Shown beside ours by `knet zoo` and the web pages.

@@ -1,6 +1,8 @@
 """The models a worker serves: loaded from the BentoML store, warmed up, one batcher each.
 
-A model whose stored checkpoint does not load is logged with the reason and listed as
+Every stored version of a model is served (:func:`stored_versions`); a request may pin one,
+and the latest (by creation time) answers otherwise. A version whose stored checkpoint does
+not load is logged with the reason; a model whose latest version does not load is listed as
 unavailable; the others are served regardless.
 """
 from __future__ import annotations
@@ -20,8 +22,9 @@ from models.hardware import projected_latency_s
 
 from .batching import MicroBatcher, SolveKey, solve
 from .config import ServiceSettings
+from .errors import ServiceError
 from .metrics import observe_solve
-from .store import robustness_summary
+from .store import KIND_LABEL, robustness_summary
 
 logger = logging.getLogger("knet.service")
 
@@ -39,10 +42,17 @@ class ServedModel:
     projected_chip_latency_s: float
     batcher: MicroBatcher | None = field(default=None, repr=False)
     robustness: dict[str, Any] | None = None  # summary of the stored robustness.json (service.store)
+    created: str | None = None  # when this version was stored (ISO 8601, UTC)
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, **self.metadata,
+        return {"name": self.name, "version": self.version, "created": self.created, **self.metadata,
                 "torch_device": str(self.model.device)}
+
+
+def stored_versions() -> list[bentoml.Model]:
+    """Every stored version of every KirchhoffNet model, by name, oldest first."""
+    found = [m for m in bentoml.models.list() if m.info.labels.get("kind") == KIND_LABEL["kind"]]
+    return sorted(found, key=lambda m: (m.tag.name, m.info.creation_time))
 
 
 def serving_solver(model: KirchhoffNet, settings: ServiceSettings) -> SolverConfig:
@@ -53,29 +63,35 @@ def serving_solver(model: KirchhoffNet, settings: ServiceSettings) -> SolverConf
 
 
 class Registry:
-    """Loaded models by name, plus the reasons the unloadable ones failed."""
+    """Loaded models: the latest version by name (``models``), every loaded version by name and
+    version (``versions``, oldest first), and the reasons the unloadable ones failed."""
 
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
         self.models: dict[str, ServedModel] = {}
-        self.failed: dict[str, str] = {}
+        self.versions: dict[str, dict[str, ServedModel]] = {}
+        self.failed: dict[str, str] = {}  # model name -> why its latest version is not served
         self.ready = False
 
     def load(self, stored: list[bentoml.Model]) -> None:
+        """Load ``stored`` (all versions, each name's oldest first, as :func:`stored_versions`)."""
         device = self.settings.torch_device()
         for m in stored:
             name = m.tag.name
+            self.failed.pop(name, None)  # a later version decides whether the name is available
+            self.models.pop(name, None)
             try:
                 model = load_model(m.path, torch.float32, device)
             except Exception as err:  # any failure of one model must not take down the others
                 self.failed[name] = str(err)
                 logger.error("model %s (%s) not served: %s", name, m.tag, err)
                 continue
-            meta = dict(m.info.metadata)
-            self.models[name] = ServedModel(name, m.tag.version, Path(m.path), model, meta,
-                                            serving_solver(model, self.settings),
-                                            projected_latency_s(model.spec),
-                                            robustness=robustness_summary(Path(m.path)))
+            served = ServedModel(name, m.tag.version, Path(m.path), model, dict(m.info.metadata),
+                                 serving_solver(model, self.settings), projected_latency_s(model.spec),
+                                 robustness=robustness_summary(Path(m.path)),
+                                 created=m.info.creation_time.isoformat())
+            self.versions.setdefault(name, {})[m.tag.version] = served
+            self.models[name] = served
             logger.info("serving model %s (%s) on %s", name, m.tag, device)
         if self.settings.warmup:
             self.warm_up()
@@ -83,9 +99,23 @@ class Registry:
         if not self.models:
             logger.error("no KirchhoffNet model could be loaded from the BentoML store; run `knet store`")
 
+    def served(self, name: str, version: str | None = None) -> ServedModel:
+        """Model ``name`` at ``version`` (None or ``latest``: the latest); ServiceError 404
+        naming the served models, or the model's served versions."""
+        latest = version in (None, "latest")
+        found = self.models.get(name) if latest else self.versions.get(name, {}).get(version)
+        if found is not None:
+            return found
+        if latest or name not in self.versions:
+            why = f" (not loadable: {self.failed[name]})" if name in self.failed else ""
+            raise ServiceError(404, f"unknown model {name!r}{why}; served: "
+                               f"{', '.join(self.models) or 'none'}", "model")
+        raise ServiceError(404, f"unknown version {version!r} of model {name!r}; available: "
+                           f"{', '.join(reversed(self.versions[name]))} (newest first)", "version")
+
     def warm_up(self) -> None:
-        """One small solve per model and endpoint, so the first request pays no start-up cost."""
-        for served in list(self.models.values()):
+        """One small solve per model version and endpoint, so the first request pays no start-up cost."""
+        for served in [s for versions in self.versions.values() for s in versions.values()]:
             z = torch.zeros(2, served.model.data_dim, dtype=torch.float64)
             res = solve(served.model, SolveKey("sample", served.model.spec.bijective, served.solver), z)
             if served.model.spec.bijective:
@@ -105,6 +135,6 @@ class Registry:
         return served.batcher
 
     def close(self) -> None:
-        for served in self.models.values():
+        for served in [s for versions in self.versions.values() for s in versions.values()]:
             if served.batcher is not None:
                 served.batcher.close()

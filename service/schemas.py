@@ -17,6 +17,9 @@ _S = current()
 
 ModelName = Annotated[str, Field(min_length=1, max_length=64, description="a served model, see GET /models",
                                  examples=["twomoon"])]
+Version = Annotated[str | None, Field(None, min_length=1, max_length=64,
+                                     description="a stored version of the model (GET /models/{name}/versions); "
+                                                 "the latest when omitted")]
 Timeout = Annotated[float | None, Field(None, ge=1e-3, le=_S.solve_timeout_s,
                                          description="wall-clock budget of this request's solve, seconds "
                                                      f"(default and maximum {_S.solve_timeout_s:g})")]
@@ -36,6 +39,7 @@ class SampleRequest(_Request):
     """``POST /sample``: draw ``n`` samples; the same seed gives the same samples."""
 
     model: ModelName = "twomoon"
+    version: Version = None
     n: int = Field(4, ge=1, le=_S.max_samples, description="number of samples")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="latent seed; random when omitted")
     with_logprob: bool = Field(True, description="also return log q(x) (bijective models)")
@@ -49,6 +53,7 @@ class LogprobRequest(_Request):
     """``POST /logprob``: exact log-density of points, nats."""
 
     model: ModelName = "twomoon"
+    version: Version = None
     points: list[list[Coordinate]] = Field(min_length=1, max_length=_S.max_points,
                                            description="points, shape (rows, data_dim)",
                                            examples=[[[0.5, 0.25], [-1.0, 0.5]]])

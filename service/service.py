@@ -22,14 +22,15 @@ from starlette.routing import Route
 
 from models.config import ChipConfig
 
-from . import store
 from .batching import SolveKey
 from .chip import ChipSolver, chip_info, parse_chip
 from .config import current
 from .errors import ServiceError, error_response, json_errors, solve_error
 from .metrics import PROJECTED_CHIP_LATENCY, REQUESTS, SAMPLES, observe_solve
 from .middleware import LimitsMiddleware
-from .registry import Registry, ServedModel
+from .oip import oip_routes
+from .openapi_doc import OpenAPIMiddleware
+from .registry import Registry, ServedModel, stored_versions
 from .schemas import LogprobRequest, LogprobResponse, SampleRequest, SampleResponse
 from .ui import ui_routes
 
@@ -42,12 +43,25 @@ if not logger.handlers:  # BentoML configures only its own loggers
     logger.propagate = False
 
 SETTINGS = current()
-STORED = store.stored_models()  # resolved at import, so `bentoml build` packs these models
-_instance: "KirchhoffNetService | None" = None
+STORED = stored_versions()  # every version, resolved at import, so `bentoml build` packs them all
+_instance: KirchhoffNetService | None = None
+# measured with the 9 zoo models after a 4096-row /sample each: 365 MiB per worker, 267 MiB for
+# BentoML's supervisor (docs/service.md, "Kubernetes"); 1 GiB leaves room for both
+MEMORY_PER_WORKER_GIB = 1
 
 
-@bentoml.service(name="kirchhoffnet", workers=SETTINGS.workers,
-                 traffic={"timeout": SETTINGS.request_timeout_s},
+def replica_resources(settings) -> dict[str, str]:
+    """What one replica asks of its platform (BentoCloud here; deploy/deployment.yaml asks
+    Kubernetes the same): a core per torch thread of each worker, and the memory per worker."""
+    return {"cpu": str(settings.workers * settings.threads), "memory": f"{settings.workers * MEMORY_PER_WORKER_GIB}Gi"}
+
+
+# traffic: BentoML's whole-request timeout, and the concurrency an autoscaler should aim at (half
+# the in-flight limit, so replicas are added before requests get 429); the limit itself is
+# LimitsMiddleware's, which answers 429 with Retry-After (BentoML's max_concurrency would not)
+@bentoml.service(name="kirchhoffnet", workers=SETTINGS.workers, resources=replica_resources(SETTINGS),
+                 traffic={"timeout": SETTINGS.request_timeout_s,
+                          "concurrency": max(1, SETTINGS.max_concurrency * SETTINGS.workers // 2)},
                  metrics={"enabled": True})
 class KirchhoffNetService:
     """Sampling and exact log-density of analog-circuit flows, with their hardware artifacts."""
@@ -77,17 +91,7 @@ class KirchhoffNetService:
     @json_errors
     async def sample(self, **req) -> SampleResponse:
         """Draw ``n`` samples (and log q(x)); the same seed gives the same samples."""
-        served = self.served(req["model"])
-        n = req["n"]
-        seed = req["seed"] if req["seed"] is not None else secrets.randbits(63)
-        z = torch.randn(n, served.model.data_dim, generator=torch.Generator().manual_seed(seed),
-                        dtype=torch.float64)
-        want_logp = bool(req["with_logprob"]) and served.model.spec.bijective
-        chip = None if req.get("chip") is None else parse_chip(req["chip"])
-        if chip is None or chip.is_ideal:  # the ideal chip is the model: same batched path, same answer
-            out = await self._solve(served, "sample", want_logp, z, req["timeout_s"])
-        else:
-            out = await self._solve_chip(served, chip, want_logp, z, req["timeout_s"], seed)
+        served, out, seed, chip = await self.solve_sample(req)
         return SampleResponse(samples=_floats(out.x), logprob=None if out.logp is None else _floats(out.logp),
                               seed=seed, chip=None if chip is None else chip_info(chip),
                               **self._bookkeeping(served, out.stats))
@@ -96,7 +100,34 @@ class KirchhoffNetService:
     @json_errors
     async def logprob(self, **req) -> LogprobResponse:
         """Exact log-density (nats) of each point under the model."""
-        served = self.served(req["model"])
+        served, out = await self.solve_logprob(req)
+        return LogprobResponse(logprob=_floats(out.logp), **self._bookkeeping(served, out.stats))
+
+    # -- the solves behind the endpoints (native and Open Inference Protocol, service/oip.py) --
+    async def solve_sample(self, req: dict, z: torch.Tensor | None = None):
+        """Samples for a validated :class:`SampleRequest` body ``req``, from the latents ``z
+        (n, d)`` when given, else from ``n`` latents drawn with ``seed``. Returns ``(served,
+        outcome, seed, chip or None)``; raises :class:`ServiceError`."""
+        served = self.served(req["model"], req.get("version"))
+        seed = req["seed"] if req["seed"] is not None else secrets.randbits(63)
+        if z is None:
+            z = torch.randn(req["n"], served.model.data_dim, generator=torch.Generator().manual_seed(seed),
+                            dtype=torch.float64)
+        elif z.shape[1] != served.model.data_dim:
+            raise ServiceError(400, f"z: expected {served.model.data_dim} coordinates per row for model "
+                               f"{served.name!r}, got {z.shape[1]}", "z")
+        want_logp = bool(req["with_logprob"]) and served.model.spec.bijective
+        chip = None if req.get("chip") is None else parse_chip(req["chip"])
+        if chip is None or chip.is_ideal:  # the ideal chip is the model: same batched path, same answer
+            out = await self._solve(served, "sample", want_logp, z, req["timeout_s"])
+        else:
+            out = await self._solve_chip(served, chip, want_logp, z, req["timeout_s"], seed)
+        return served, out, seed, chip
+
+    async def solve_logprob(self, req: dict):
+        """Log-densities for a validated :class:`LogprobRequest` body ``req``: ``(served, outcome)``;
+        raises :class:`ServiceError`."""
+        served = self.served(req["model"], req.get("version"))
         if not served.model.spec.bijective:
             raise ServiceError(422, f"model {served.name!r} changes node counts between layers; "
                                "its log-density is not defined", "model")
@@ -107,17 +138,12 @@ class KirchhoffNetService:
                                    f"{served.name!r}, got {len(p)}", f"points[{i}]")
         x = torch.tensor(req["points"], dtype=torch.float64)
         out = await self._solve(served, "logprob", True, x, req["timeout_s"])
-        return LogprobResponse(logprob=_floats(out.logp), **self._bookkeeping(served, out.stats))
+        return served, out
 
     # -- helpers -------------------------------------------------------------------------
-    def served(self, name: str) -> ServedModel:
-        """The served model called ``name``; 404 naming the served ones otherwise."""
-        served = self.registry.models.get(name)
-        if served is None:
-            why = f" (not loadable: {self.registry.failed[name]})" if name in self.registry.failed else ""
-            raise ServiceError(404, f"unknown model {name!r}{why}; served: "
-                               f"{', '.join(self.registry.models) or 'none'}", "model")
-        return served
+    def served(self, name: str, version: str | None = None) -> ServedModel:
+        """Model ``name`` at ``version`` (default the latest); 404 naming what is served otherwise."""
+        return self.registry.served(name, version)
 
     async def _solve(self, served: ServedModel, endpoint: str, want_logp: bool, x: torch.Tensor,
                      timeout_s: float | None):
@@ -216,6 +242,15 @@ async def model_info(request: Request) -> Response:
     return JSONResponse({**served.info(), "robustness": served.robustness, "artifacts": links})
 
 
+async def model_versions(request: Request) -> Response:
+    """Every served version of a model, newest first, with its metadata; ``latest`` is the default."""
+    svc = _service()
+    latest = svc.served(request.path_params["name"])
+    versions = reversed(svc.registry.versions[latest.name].values())
+    return JSONResponse({"name": latest.name, "latest": latest.version,
+                         "versions": [{**s.info(), "robustness": s.robustness} for s in versions]})
+
+
 def _artifact_kinds() -> dict:
     try:
         from export.artifacts import ARTIFACT_KINDS
@@ -241,11 +276,17 @@ async def download(request: Request) -> Response:
 routes_app = Starlette(routes=[
     Route("/models", _get(list_models), methods=["GET"]),
     Route("/models/{name}", _get(model_info), methods=["GET"]),
+    Route("/models/{name}/versions", _get(model_versions), methods=["GET"]),
     Route("/models/{name}/artifacts/{kind}", _get(download), methods=["GET"]),
     *ui_routes(_service),  # web pages: /ui, /ui/{name} (service/ui.py)
+    *oip_routes(_service),  # Open Inference Protocol: /v2/... (service/oip.py)
 ])
 KirchhoffNetService.mount_asgi_app(routes_app, path="/", name="knet-models")
 KirchhoffNetService.add_asgi_middleware(LimitsMiddleware, max_body_bytes=SETTINGS.max_body_bytes,
                                         max_concurrency=SETTINGS.max_concurrency,
                                         retry_after_s=SETTINGS.retry_after_s)
+# /docs.json (and the Swagger page): every route, status and body, and the served models' shapes
+KirchhoffNetService.add_asgi_middleware(OpenAPIMiddleware,
+                                        bentoml_spec=lambda: KirchhoffNetService.openapi_spec.asdict(),
+                                        registry=lambda: None if _instance is None else _instance.registry)
 KirchhoffNetService.models.extend(bentoml.models.BentoModel(m.tag) for m in STORED)

@@ -121,6 +121,9 @@ def test_knet_export_chip_flags(tmp_path, capsys):
     chip = ChipConfig(mismatch=0.05, instance=3, quant_bits=8)
     assert out["chip"] == chip.model_dump()
     assert (tmp_path / "n.cir").read_bytes() == chip_artifact(load_model(ck), "netlist-sample", chip, ck).data
+    assert main(["export", "netlist", str(ck), "--variant", "sample", "--style", "subckt", *flags,
+                 "--out", str(tmp_path / "x.cir")]) == 0
+    assert "\n* chip instance 3 (models.chip): mismatch sigma 0.05" in (tmp_path / "x.cir").read_text()
     # flags that leave every effect off write the ideal netlist, byte for byte
     assert main(["export", "netlist", str(ck), "--variant", "sample", "--out", str(tmp_path / "i.cir"),
                  "--mismatch", "0", "--instance", "9"]) == 0

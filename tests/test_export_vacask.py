@@ -40,6 +40,17 @@ def test_vacask_agrees_with_the_model_on_a_small_circuit():
         assert err < 2e-6, (variant, report.table())
 
 
+def test_growing_circuit_in_a_batched_vacask_deck():
+    """Two copies in one deck, a node that joins in layer 1 (its DAC sets 0 V)."""
+    layers = (LayerSpec(duration=0.5, nodes=2, edges=((1, 2), (2, 1), (0, 1))),
+              LayerSpec(duration=0.5, nodes=3, edges=((1, 3), (3, 2), (2, 0), (3, 1))))
+    model = KirchhoffNet(CircuitSpec(name="grow", device="affine-tanh", data_dim=2, layers=layers), init_scale=0.8)
+    model.requires_grad_(False)
+    report = simulate(model, n=2, mode="batch", chunk=2, simulator="vacask")
+    assert report.ngspice_runs == 1 and set(report.skipped) == {"logprob", "reverse"}
+    assert report.max_rel_error()["sample"] < 2e-6  # measured 3.5e-7
+
+
 def test_knet_simulate_vacask_prints_the_same_json_as_ngspice(tmp_path, capsys):
     ck = tiny_checkpoint(tmp_path / "ck", layers=2, repeat=1)
     outs = {}

@@ -16,6 +16,7 @@ import torch
 import yaml
 from torchdiffeq import odeint
 
+from models.checkpoint import load_model
 from models.config import CircuitSpec, LayerSpec, SolverConfig
 from models.flow import KirchhoffNet, standard_normal_log_prob
 from models.reference import ReferenceFormatError, read_folder
@@ -340,6 +341,8 @@ def test_cli_calibration_timeout_keeps_a_working_checkpoint(tmp_path):
     assert "warning: calibration timeout" in res.stderr and "Traceback" not in res.stderr
     circuit = json.loads((out / "circuit.json").read_text())
     assert circuit["calibration"] is None and circuit["solver"]["method"] == "dopri5"
+    sampled = load_model(out, torch.float64).sample(4, torch.Generator().manual_seed(0))
+    assert sampled.stats.ok and bool(torch.isfinite(sampled.logp).all())
 
 
 def test_cli_refusal_is_one_line_exit_2(tmp_path):

@@ -112,7 +112,10 @@ def _build(model: KirchhoffNet, direction: str, steps: list[int]):
     with_div = spec.bijective
     if direction == "logprob" and not with_div:
         raise UserInputError(f"model {spec.name!r} changes node counts between layers; "
-                         "its log-density is not defined, so there is no log-density graph")
+                             "its log-density is not defined, so there is no log-density graph")
+    if model.has_current_scale:  # the graph folds I0 into B; per-device factors would be lost
+        raise UserInputError(f"model {spec.name!r} is an emulated chip instance (per-device I0 factors); "
+                             "export the ideal model's ONNX graph instead")
     g = _GraphBuilder()
     reverse = direction == "logprob"
     v = "z" if direction == "sample" else "x"

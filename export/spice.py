@@ -8,11 +8,7 @@ deck ``.save``s only the read-out nodes, so the raw file stays small.
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -20,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .process import ToolTimeout, run_in_group
 from .spice_ir import Deck
 
 NGSPICE = "ngspice"
@@ -100,41 +97,13 @@ def parse_raw(data: bytes) -> tuple[list[str], np.ndarray]:
 
 
 def _run(exe: str, work: Path, timeout_s: float) -> tuple[int, float]:
-    """Run ngspice in ``work`` (log to ngspice.log); (exit code, CPU seconds of that child).
-
-    ngspice starts in its own process group (session), so a timeout, or any exception while
-    waiting (Ctrl+C included), kills the whole group: nothing it started is left behind. The
-    child is reaped with ``os.wait4`` so its own CPU time is known even when several runs go
-    on in parallel threads (RUSAGE_CHILDREN would mix them).
-    """
-    with open(work / LOG_FILE, "wb") as log:
-        proc = subprocess.Popen([exe, "-b", "-r", RAW_FILE, DECK_FILE], cwd=work, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + timeout_s
-    delay = 0.002
+    """Run ngspice in ``work`` (log to ngspice.log), bounded and in its own process group
+    (:func:`export.process.run_in_group`); (exit code, CPU seconds of that child)."""
     try:
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                proc.returncode = os.waitstatus_to_exitcode(status)
-                return proc.returncode, usage.ru_utime + usage.ru_stime
-            if time.monotonic() > deadline:
-                raise SpiceError(f"ngspice did not finish within {timeout_s:g} s on {DECK_FILE}; "
-                                 "its process group was killed")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.05)
-    finally:
-        _kill_group(proc)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL ngspice's process group (whatever is still in it) and reap ngspice."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # the group id is ngspice's pid (start_new_session)
-    if proc.returncode is None:
-        with contextlib.suppress(ChildProcessError):
-            os.wait4(proc.pid, 0)
-        proc.returncode = -signal.SIGKILL
+        return run_in_group([exe, "-b", "-r", RAW_FILE, DECK_FILE], work, LOG_FILE, timeout_s)
+    except ToolTimeout:
+        raise SpiceError(f"ngspice did not finish within {timeout_s:g} s on {DECK_FILE}; "
+                         "its process group was killed") from None
 
 
 def run_deck(deck: Deck, timeout_s: float = 600.0, keep_dir: Path | None = None) -> SpiceRun:

@@ -25,14 +25,13 @@ import contextlib
 import hashlib
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .process import ToolTimeout, run_in_group
 from .spice import SpiceError, SpiceRun, parse_raw
 from .spice_ir import GROUND, Deck, Element, num
 from .verilog_a import DAC_MODULE, devices_file, module_name
@@ -162,32 +161,13 @@ def deck_text(model, variant: str, library: str, content_hash: str = "") -> str:
 
 
 def _run(argv: list[str], work: Path, log_name: str, timeout_s: float, what: str) -> tuple[int, float]:
-    """Run ``argv`` in ``work`` in its own process group (session); (exit code, CPU seconds).
-
-    A timeout, or any exception while waiting (Ctrl+C included), kills the whole group, so
-    nothing the tool started is left behind; ``what`` names the tool and file in errors."""
-    with open(work / log_name, "wb") as log:
-        proc = subprocess.Popen(argv, cwd=work, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    deadline = time.monotonic() + timeout_s
-    delay = 0.002
+    """Run ``argv`` in ``work``, bounded and in its own process group
+    (:func:`export.process.run_in_group`); (exit code, CPU seconds). ``what`` names the tool
+    and file in errors."""
     try:
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                proc.returncode = os.waitstatus_to_exitcode(status)
-                return proc.returncode, usage.ru_utime + usage.ru_stime
-            if time.monotonic() > deadline:
-                raise VacaskError(f"{what} did not finish within {timeout_s:g} s; its process group was killed")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.05)
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # the group id is the child's pid (new session)
-            with contextlib.suppress(ChildProcessError):
-                os.wait4(proc.pid, 0)
-            proc.returncode = -signal.SIGKILL
+        return run_in_group(argv, work, log_name, timeout_s)
+    except ToolTimeout:
+        raise VacaskError(f"{what} did not finish within {timeout_s:g} s; its process group was killed") from None
 
 
 def _tail(text: str) -> str:

@@ -45,7 +45,7 @@ def robustness_figure(report: dict, path: Path) -> None:
         bottom.axhspan(*floor["distance_ci"], color="tab:green", alpha=0.15, label="data vs data")
         bottom.legend(fontsize=7)
         unit = report.get("level_units", {}).get(effect, "level")
-        for ax in (top, bottom):
+        for ax in (top, bottom) if q else (bottom,):
             if effect in LOG_X_EFFECTS and (x > 0).all():
                 ax.set_xscale("log")
             ax.tick_params(labelsize=7)

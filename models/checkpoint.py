@@ -58,6 +58,8 @@ def atomic_write(path: Path, data: bytes, before_rename: BeforeRename | None = N
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp creates 0600; a checkpoint is read by other users (a container, a service account)
+        os.chmod(tmp, 0o644)
         if before_rename is not None:
             before_rename(path, Path(tmp))
         os.replace(tmp, path)
@@ -174,6 +176,50 @@ def _first_error(err: Exception) -> str:
     return str(err)
 
 
+def _layer_from_dict(i: int, layer: Any, family: DeviceFamily) -> tuple[LayerSpec, dict[str, torch.Tensor]]:
+    """Layer ``i`` of the import format → (its spec, its raw parameters); CheckpointError
+    naming the layer (and edge) at fault."""
+    if not isinstance(layer, dict):
+        raise CheckpointError(f"layer {i}: must be an object")
+    missing = [k for k in ("duration", "nodes", "edges", "params") if k not in layer]
+    if missing:
+        raise CheckpointError(f"layer {i}: missing field {missing[0]!r}")
+    edges = layer["edges"]
+    if not isinstance(edges, list):
+        raise CheckpointError(f"layer {i}: 'edges' must be a list of [source, destination]")
+    _check_edges(i, edges, layer["nodes"])
+    try:
+        spec = LayerSpec(duration=layer["duration"], nodes=layer["nodes"], edges=[tuple(e) for e in edges],
+                         capacitance=layer.get("capacitance", 1.0))
+    except ValidationError as err:
+        raise CheckpointError(f"layer {i}: {_first_error(err)}") from None
+    raw = layer["params"]
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"layer {i}: 'params' must be an object")
+    unexpected = set(raw) - set(family.param_names)
+    if unexpected:
+        raise CheckpointError(f"layer {i}: device {family.name} takes parameters "
+                              f"{', '.join(family.param_names)}, not {', '.join(sorted(unexpected))}")
+    p = {}
+    for name in family.param_names:
+        if name not in raw or not isinstance(raw[name], list):
+            raise CheckpointError(f"layer {i}: missing parameter list {name!r}")
+        _check_values([float("nan") if v is None else v for v in raw[name]], len(edges), i, name)
+        p[name] = torch.tensor(raw[name], dtype=torch.float64)
+    return spec, p
+
+
+def _check_edges(i: int, edges: list, nodes: Any) -> None:
+    for k, e in enumerate(edges):
+        if not (isinstance(e, list) and len(e) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in e)):
+            raise CheckpointError(f"layer {i}, edge {k}: expected [source, destination] integers, got {e!r}")
+        if isinstance(nodes, int) and not all(0 <= x <= nodes for x in e):
+            raise CheckpointError(f"layer {i}, edge {k}: node index outside 0..{nodes} in {e}")
+        if e[0] == e[1]:
+            raise CheckpointError(f"layer {i}, edge {k}: self-loop on node {e[0]}")
+
+
 def circuit_from_dict(obj: Any, dtype: torch.dtype = torch.float32) -> KirchhoffNet:
     """Build a model from the import format (see README, "Importing circuits").
 
@@ -194,43 +240,11 @@ def circuit_from_dict(obj: Any, dtype: torch.dtype = torch.float32) -> Kirchhoff
         raise CheckpointError("'layers' must be a non-empty list")
     layer_specs, params = [], []
     for i, layer in enumerate(obj["layers"]):
-        if not isinstance(layer, dict):
-            raise CheckpointError(f"layer {i}: must be an object")
-        missing = [k for k in ("duration", "nodes", "edges", "params") if k not in layer]
-        if missing:
-            raise CheckpointError(f"layer {i}: missing field {missing[0]!r}")
-        edges = layer["edges"]
-        if not isinstance(edges, list):
-            raise CheckpointError(f"layer {i}: 'edges' must be a list of [source, destination]")
-        nodes = layer["nodes"]
-        for k, e in enumerate(edges):
-            if not (isinstance(e, list) and len(e) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in e)):
-                raise CheckpointError(f"layer {i}, edge {k}: expected [source, destination] integers, got {e!r}")
-            if isinstance(nodes, int) and not all(0 <= x <= nodes for x in e):
-                raise CheckpointError(f"layer {i}, edge {k}: node index outside 0..{nodes} in {e}")
-            if e[0] == e[1]:
-                raise CheckpointError(f"layer {i}, edge {k}: self-loop on node {e[0]}")
-        try:
-            spec = LayerSpec(duration=layer["duration"], nodes=nodes, edges=[tuple(e) for e in edges],
-                             capacitance=layer.get("capacitance", 1.0))
-        except ValidationError as err:
-            raise CheckpointError(f"layer {i}: {_first_error(err)}") from None
-        raw = layer["params"]
-        if not isinstance(raw, dict):
-            raise CheckpointError(f"layer {i}: 'params' must be an object")
-        unexpected = set(raw) - set(family.param_names)
-        if unexpected:
-            raise CheckpointError(f"layer {i}: device {family.name} takes parameters "
-                                  f"{', '.join(family.param_names)}, not {', '.join(sorted(unexpected))}")
-        p = {}
-        for name in family.param_names:
-            if name not in raw or not isinstance(raw[name], list):
-                raise CheckpointError(f"layer {i}: missing parameter list {name!r}")
-            _check_values([float("nan") if v is None else v for v in raw[name]], len(edges), i, name)
-            p[name] = torch.tensor(raw[name], dtype=torch.float64)
+        spec, p = _layer_from_dict(i, layer, family)
         layer_specs.append(spec)
         params.append(p)
-    fields = {k: obj[k] for k in ("name", "device", "data_dim", "pad_mode", "hardware", "solver", "leaky_slope", "version") if k in obj}
+    optional = ("name", "device", "data_dim", "pad_mode", "hardware", "solver", "leaky_slope", "version")
+    fields = {k: obj[k] for k in optional if k in obj}
     try:
         spec = CircuitSpec(**fields, layers=layer_specs)
     except ValidationError as err:

@@ -43,6 +43,7 @@ from .circuit import DENSE_MAX_NODES, LayerOperator, layer_operator
 from .config import ChipConfig, CircuitSpec, LayerSpec, SolverConfig
 from .errors import UserInputError
 from .flow import FlowResult, KirchhoffNet, standard_normal_log_prob
+from .hardware import model_time_s
 from .solvers import Budget, BudgetExceeded, SolveStats, Status, fixed_step
 
 K_BOLTZMANN_J_PER_K = 1.380649e-23
@@ -243,7 +244,7 @@ def _with_switching(plan: ChipPlan, chip: ChipConfig, spec: CircuitSpec) -> Chip
         if cut > d:
             raise UnsupportedChip(
                 f"switching time {chip.switching_s:g} s is longer than layer {l} "
-                f"({d * spec.hardware.tau_s:g} s at τ = {spec.hardware.tau_s:g} s)", "switching_s")
+                f"({model_time_s(d, spec.hardware):g} s at τ = {spec.hardware.tau_s:g} s)", "switching_s")
     out: dict[str, list] = {"layers": [], "params": [], "scale": [], "inv": [], "steps": []}
 
     def add(layer: LayerSpec, params, scale, inv, steps: int) -> None:

@@ -36,7 +36,7 @@ def parse_chip(raw: dict) -> ChipConfig:
         ServiceError: 400 naming the first bad field as ``chip.<field>``.
     """
     try:
-        return ChipConfig.model_validate(raw)
+        return ChipConfig.model_validate(raw, strict=True)  # as the schema says: no true for 1, no "8" for 8
     except ValidationError as err:
         e = err.errors()[0]
         loc = ".".join(str(p) for p in e.get("loc", ()))

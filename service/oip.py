@@ -220,10 +220,12 @@ async def read_infer_request(request: Request) -> tuple[dict, dict[str, np.ndarr
         doc = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ServiceError(400, f"body: not JSON: {err}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("inputs", []), list):
-        raise ServiceError(400, "body: expected an object with a list of inputs")
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
+        raise ServiceError(400, "inputs: expected an object with a list of inputs (which may be empty)")
+    if not isinstance(doc.get("id", ""), str):
+        raise ServiceError(400, "id: expected a string")
     tensors, offset = {}, 0
-    for i, spec in enumerate(doc.get("inputs", [])):
+    for i, spec in enumerate(doc["inputs"]):
         name, array, offset = _input_tensor(i, spec, binary, offset)
         if name in tensors:
             raise ServiceError(400, f"inputs[{i}]: input {name!r} given twice")
@@ -238,14 +240,14 @@ def _input_tensor(i: int, spec, binary: bytes, offset: int) -> tuple[str, np.nda
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise ServiceError(400, f"inputs[{i}]: expected an object with a name")
     name, shape, datatype = spec["name"], spec.get("shape"), spec.get("datatype")
-    if datatype not in INPUT_DTYPES:
+    if not isinstance(datatype, str) or datatype not in INPUT_DTYPES:
         raise ServiceError(400, f"inputs[{i}] ({name}): datatype {datatype!r} not accepted; "
                            f"use {' or '.join(INPUT_DTYPES)}")
     if (not isinstance(shape, list) or len(shape) != 2
             or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
         raise ServiceError(400, f"inputs[{i}] ({name}): shape must be [rows, d] (non-negative integers)")
     dtype = INPUT_DTYPES[datatype]
-    size = (spec.get("parameters") or {}).get("binary_data_size")
+    size = _object(spec.get("parameters"), f"inputs[{i}].parameters").get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or offset + size > len(binary):
             raise ServiceError(400, f"inputs[{i}] ({name}): binary_data_size past the end of the body")
@@ -255,12 +257,23 @@ def _input_tensor(i: int, spec, binary: bytes, offset: int) -> tuple[str, np.nda
         offset += size
     else:
         try:
-            array = np.asarray(spec.get("data"), dtype=dtype).reshape(-1)
+            if not isinstance(spec.get("data"), list):
+                raise TypeError
+            array = np.asarray(spec["data"], dtype=dtype).reshape(-1)
         except (TypeError, ValueError):
             raise ServiceError(400, f"inputs[{i}] ({name}): data must be a list of numbers") from None
     if array.size != shape[0] * shape[1]:
         raise ServiceError(400, f"inputs[{i}] ({name}): {array.size} values do not fill the shape {shape}")
     return name, array.reshape(shape), offset
+
+
+def _object(value, where: str) -> dict:
+    """``value`` when it is an object (None: empty); 400 naming ``where`` otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ServiceError(400, f"{where}: expected an object")
+    return value
 
 
 def render_infer_response(doc: dict, oip_name: str, version: str, results: dict[str, torch.Tensor | None],
@@ -271,7 +284,8 @@ def render_infer_response(doc: dict, oip_name: str, version: str, results: dict[
     all_binary = bool((doc.get("parameters") or {}).get("binary_data_output", False))
     if requested is None:
         requested = [{"name": k} for k, v in results.items() if v is not None]
-    if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
+    if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                  for o in requested):
         raise ServiceError(400, "outputs: expected a list of objects with a name")
     outputs, chunks = [], []
     for o in requested:
@@ -282,7 +296,7 @@ def render_infer_response(doc: dict, oip_name: str, version: str, results: dict[
                                f"(outputs: {', '.join(available)})")
         array = results[name].detach().cpu().numpy().astype("<f8")
         entry = _tensor_meta(name, list(array.shape))
-        if (o.get("parameters") or {}).get("binary_data", all_binary):
+        if _object(o.get("parameters"), f"outputs ({name}).parameters").get("binary_data", all_binary):
             data = array.tobytes()
             entry["parameters"] = {"binary_data_size": len(data)}
             chunks.append(data)

@@ -15,6 +15,10 @@ import json
 from collections.abc import Callable
 from http import HTTPStatus
 
+from .oip import SAMPLER_SUFFIX
+from .schemas import LogprobRequest, LogprobResponse, SampleRequest, SampleResponse
+from .store import FIGURE_FILES
+
 REF = "#/components/schemas/{}"
 ERROR = {"type": "object", "title": "Error", "required": ["error"],
          "description": "an error: the message, the request field at fault (or null); BentoML's own validation "
@@ -53,6 +57,8 @@ def _responses(ok: dict, errors, error_schema: str = "Error", ok_text: str = "OK
         if code == 400 and error_schema == "Error":
             schema = {"anyOf": [schema, {"$ref": REF.format("ErrorList")}]}
         out[str(code)] = {"description": f"{HTTPStatus(code).phrase}: {WHY[code]}", "content": _json(schema)}
+        if code == 404:  # a path no route matches (e.g. a name with '/' or a newline): the router's text
+            out[str(code)]["content"]["text/plain"] = {"schema": {"type": "string"}}
         if code == 429:
             out[str(code)]["headers"] = RETRY_AFTER
     return out
@@ -84,13 +90,37 @@ def complete(spec: dict, registry, artifact_types: dict[str, str]) -> dict:
     schemas.update(Error=ERROR, ErrorList=ERROR_LIST, OIPError=OIP_ERROR, ModelInfo=MODEL_INFO)
     for name in ("InvalidArgument", "NotFound", "InternalServerError"):  # BentoML's bodies, not ours
         schemas.pop(name, None)
-    for path in ("/sample", "/logprob"):
+    for path, request, response in (("/sample", SampleRequest, SampleResponse),
+                                    ("/logprob", LogprobRequest, LogprobResponse)):
+        # the bodies from the pydantic models themselves: BentoML's copies drop which fields may be null
         op = spec["paths"][path]["post"]
-        op["responses"] = {"200": op["responses"]["200"], **_responses({}, SOLVE_ERRORS)}
+        op["requestBody"] = {"required": True, "content": _json(_nullable(request.model_json_schema()))}
+        op["responses"] = {"200": {"description": "OK", "content": _json(_nullable(response.model_json_schema()))},
+                           **_responses({}, SOLVE_ERRORS)}
     _state_served_models(spec, registry)
     spec["paths"].update(_model_routes(registry, artifact_types))
-    spec["paths"].update(_oip_routes())
-    return spec
+    spec["paths"].update(_oip_routes(registry))
+    return _nullable(spec)
+
+
+def _nullable(node):
+    """pydantic's JSON Schema nulls (``anyOf: [X, {type: null}]``) as OpenAPI 3.0 says them
+    (``nullable: true``), so that null is valid where pydantic accepts it."""
+    if isinstance(node, list):
+        return [_nullable(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _nullable(v) for k, v in node.items()}
+    options = node.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options:
+        rest = [o for o in options if o != {"type": "null"}]
+        del node["anyOf"]
+        if len(rest) == 1 and "$ref" not in rest[0]:
+            node = {**rest[0], **node}
+        else:
+            node["anyOf" if len(rest) > 1 else "allOf"] = rest
+        node["nullable"] = True
+    return node
 
 
 def _state_served_models(spec: dict, registry) -> None:
@@ -137,8 +167,9 @@ def _model_routes(registry, artifact_types: dict[str, str]) -> dict:
     info = {"allOf": [{"$ref": REF.format("ModelInfo")}]}
     binary = {"type": "string", "format": "binary"}
     html = {"text/html": {"schema": {"type": "string"}}}
-    page_errors = {str(c): {"description": f"{HTTPStatus(c).phrase}: {WHY[c]} (an HTML page)", "content": html}
+    page_errors = {str(c): {"description": f"{HTTPStatus(c).phrase}: {WHY[c]} (an HTML page)", "content": {**html}}
                    for c in (404, 500, 503)}
+    page_errors["404"]["content"]["text/plain"] = {"schema": {"type": "string"}}  # a path no route matches
     page_errors["429"] = _responses({}, (429,))["429"]
     return {
         "/models": _get("every served model (latest versions) and the unloadable ones",
@@ -157,7 +188,8 @@ def _model_routes(registry, artifact_types: dict[str, str]) -> dict:
             [name]),
         "/models/{name}/artifacts/{kind}": _get(
             "a hardware artifact of the model's latest version (as `knet export` writes it)",
-            {t: {"schema": binary} for t in sorted(set(artifact_types.values()))},
+            {t: {"schema": {"type": "object"} if t == "application/json" else binary}
+             for t in sorted(set(artifact_types.values()))},
             [name, _param("kind", {"type": "string", "enum": sorted(artifact_types)})],
             errors=(404, 422, 429, 500, 503)),
         "/ui": {"get": {"summary": "web page: every served model", "tags": ["Web pages"],
@@ -166,20 +198,23 @@ def _model_routes(registry, artifact_types: dict[str, str]) -> dict:
                                "responses": {"200": {"description": "OK", "content": html}, **page_errors}}},
         "/ui/{name}/figures/{file}": {"get": {
             "summary": "a picture stored with the model", "tags": ["Web pages"],
-            "parameters": [name, _param("file")],
+            "parameters": [name, _param("file", {"type": "string", "enum": list(FIGURE_FILES)})],
             "responses": {"200": {"description": "OK", "content": {"image/png": {"schema": binary}}}, **page_errors}}},
     }
 
 
+_SAMPLE_FIELDS = _nullable(SampleRequest.model_json_schema())["properties"]
 INFER_REQUEST = {
     "type": "object", "title": "InferRequest", "required": ["inputs"],
-    "description": "Open Inference Protocol request: log-density models take `points` [rows, d], samplers `z` "
-                   "[rows, d] or none (then `parameters` n, seed); `data` holds rows × d numbers (docs/service.md)",
+    "description": "Open Inference Protocol request: log-density models take `points` [rows, d] and the parameter "
+                   "timeout_s; samplers `z` [rows, d] or none (then the parameters n, seed); `data` holds rows × d "
+                   "numbers (docs/service.md)",
     "properties": {
         "id": {"type": "string"},
-        "parameters": {"type": "object", "properties": {
-            "n": {"type": "integer"}, "seed": {"type": "integer"}, "with_logprob": {"type": "boolean"},
-            "timeout_s": {"type": "number"}, "chip": {"type": "object"}, "binary_data_output": {"type": "boolean"}}},
+        "parameters": {"type": "object", "additionalProperties": False, "properties": {
+            **{k: _SAMPLE_FIELDS[k] for k in ("n", "seed", "with_logprob", "timeout_s")},
+            "chip": {"anyOf": [_SAMPLE_FIELDS["chip"], {"type": "string", "description": "the chip as JSON text"}]},
+            "binary_data_output": {"type": "boolean"}}},
         "inputs": {"type": "array", "items": {
             "type": "object", "required": ["name", "shape", "datatype"],
             "properties": {"name": {"type": "string", "enum": ["points", "z"]},
@@ -199,11 +234,14 @@ TENSOR = {"type": "object", "required": ["name", "datatype", "shape"],
                          "data": {"type": "array", "items": {"type": "number"}}, "parameters": {"type": "object"}}}
 
 
-def _oip_routes() -> dict:
+def _oip_routes(registry) -> dict:
     def get(summary, ok, params=(), errors=(404, 429, 500, 503)):
         return {"get": {"summary": summary, "tags": ["Open Inference Protocol"], "parameters": list(params),
                         "responses": _responses(ok, errors, "OIPError")}}
-    model, version = _param("model"), _param("version")
+    names = sorted(n + suffix for n in registry.models for suffix in ("", SAMPLER_SUFFIX))
+    versions = sorted({v for vs in registry.versions.values() for v in vs})
+    model = _param("model", {"type": "string", "enum": names} if names else None)
+    version = _param("version", {"type": "string", "enum": versions} if versions else None)
     metadata = _json({"type": "object", "required": ["name", "platform", "inputs", "outputs"],
                       "properties": {"name": {"type": "string"},
                                      "versions": {"type": "array", "items": {"type": "string"}},

@@ -32,7 +32,8 @@ ChipObject = Annotated[dict[str, Any] | None, WithJsonSchema({"anyOf": [_CHIP_SC
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: what the OpenAPI schema says is what is accepted (no true for 1, no "0.5" for 0.5)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SampleRequest(_Request):

@@ -9,10 +9,10 @@ import zipfile
 
 import pytest
 import torch
+from helpers import tiny_checkpoint, tiny_model
 from safetensors.torch import load as st_load
 
 from export.artifacts import ARTIFACT_KINDS, build_all, build_artifact
-from helpers import tiny_checkpoint, tiny_model
 from models.checkpoint import load_model
 from models.config import CircuitSpec, LayerSpec
 from models.flow import KirchhoffNet

@@ -190,11 +190,15 @@ def cmd_design_space(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report)
     else:
-        front = [p for p in report["points"] if p["pareto"]]
-        print(f"{len(report['points'])} design points, {sum(p['feasible'] for p in report['points'])} feasible, "
-              f"{len(front)} on the Pareto front (latency, energy, distance)")
+        pts = report["points"]
+        front = [p for p in pts if p["pareto"]]
+        print(f"{len(pts)} design points, {sum(p['feasible'] for p in pts)} feasible, "
+              f"{sum(p['keeps_quality'] for p in pts)} keep quality, {len(front)} on the Pareto front "
+              "(latency, energy)")
         for p in sorted(front, key=lambda p: p["latency_s"]):
+            nll = "" if p["nll"] is None else f"  NLL={p['nll']:.3f}"
             print(f"  C={p['capacitance_f']:.3g} F  I0={p['current_scale_a']:.3g} A  V0={p['voltage_scale_v']:.3g} V  "
-                  f"latency={p['latency_s']:.3g} s  energy={p['energy_j']:.3g} J  distance={p['distance']:.4f}")
+                  f"latency={p['latency_s']:.3g} s  energy={p['energy_j']:.3g} J  noise={p['noise_rel']:.2g}·V0"
+                  f"{nll}  distance={p['distance']:.4f}")
         print(f"wrote {out / 'design_space.json'}, design_space.csv, design_space.png")
     return 0

@@ -61,25 +61,40 @@ def robustness_figure(report: dict, path: Path) -> None:
 
 
 def design_space_figure(report: dict, path: Path) -> None:
-    """Latency against energy per sample, coloured by sample quality, Pareto front marked."""
+    """Latency against energy per sample, coloured by quality (the switched chip's NLL
+    increase, or the energy distance for models without data), designs that lose quality
+    hollow, infeasible ones crossed, the Pareto front among quality-keeping designs circled."""
     pts = report["points"]
     ok = [p for p in pts if p["feasible"]]
     bad = [p for p in pts if not p["feasible"]]
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    use_nll = report.get("ideal_nll") is not None
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    panels = (("latency_s", "energy_j", "projected latency per sample (s)", "energy per sample (J)",
+               "with converters"),
+              ("settle_s", "analog_energy_j", "analog settle time T·τ (s)", "analog energy per sample (J)",
+               "the analog core alone"))
+    for ax, (xk, yk, xl, yl, what) in zip(axes, panels):
+        if ok:
+            colour = np.array([p["nll"] - report["ideal_nll"] if use_nll else p["distance"] for p in ok])
+            keep = np.array([p["keeps_quality"] for p in ok])
+            x = np.array([p[xk] for p in ok])
+            y = np.array([p[yk] for p in ok])
+            sc = ax.scatter(x[keep], y[keep], c=colour[keep], cmap="viridis", s=28, edgecolors="none",
+                            vmin=colour.min(), vmax=colour.max())
+            if (~keep).any():
+                ax.scatter(x[~keep], y[~keep], s=28, facecolors="none", edgecolors="tab:orange", linewidths=1,
+                           label="loses quality")
+            front = [p for p in ok if p["pareto"]]
+            ax.scatter([p[xk] for p in front], [p[yk] for p in front], s=110, facecolors="none",
+                       edgecolors="tab:red", linewidths=1.3, label="Pareto front (latency, energy) keeping quality")
+        if bad:
+            ax.scatter([p[xk] for p in bad], [p[yk] for p in bad], marker="x", color="grey", s=20,
+                       label=f"switch ({report['switching_s']:g} s) outlasts a layer")
+        ax.set(xscale="log", yscale="log", xlabel=xl, ylabel=yl, title=what)
+        ax.legend(fontsize=7, loc="upper left")
     if ok:
-        dist = np.array([p["distance"] for p in ok])
-        sc = ax.scatter([p["latency_s"] for p in ok], [p["energy_j"] for p in ok], c=dist, cmap="viridis_r",
-                        s=28, edgecolors="none")
-        fig.colorbar(sc, ax=ax, label="energy distance to data (lower is better)")
-        front = sorted((p for p in ok if p["pareto"]), key=lambda p: p["latency_s"])
-        ax.scatter([p["latency_s"] for p in front], [p["energy_j"] for p in front], s=90, facecolors="none",
-                   edgecolors="tab:red", linewidths=1.2, label="Pareto front (latency, energy, quality)")
-    if bad:
-        ax.scatter([p["latency_s"] for p in bad], [p["energy_j"] for p in bad], marker="x", color="grey", s=20,
-                   label=f"switch ({report['switching_s']:g} s) outlasts a layer")
-    ax.set(xscale="log", yscale="log", xlabel="projected latency per sample (s)", ylabel="energy per sample (J)",
-           title=f"{report['model']}: design space over C, I0, V0")
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+        fig.colorbar(sc, ax=axes, label="NLL increase of the switched chip (nats)" if use_nll
+                     else "energy distance to data")
+    fig.suptitle(f"{report['model']}: design space over C, I0, V0")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

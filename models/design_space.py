@@ -14,14 +14,17 @@ the voltage scale V0 this reports:
 - the switching error of a layer switch of fixed duration (``switching_s``, a cross-fade):
   the rms change of the samples it causes, model volts; infeasible where the switch outlasts
   a layer (τ too short);
-- the quality of the resulting chip (noise + switching): the energy distance of its samples
-  to held-out data, as in ``models.robustness``.
+- the quality of the resulting chip: the exact test NLL of the switched chip (switching keeps
+  a flow) and the energy distance of its samples with noise on to held-out data, as in
+  ``models.robustness``; a point *keeps quality* when both stay within stated tolerances of
+  the ideal model, and the Pareto front (latency, energy) is taken among those.
 
 Not modelled: parasitic capacitance and resistance, 1/f noise, drift and ageing, device
 mismatch (see ``knet robustness``), converter non-linearity, supply and bias circuits.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -33,7 +36,7 @@ from .config import ChipConfig
 from .data import Task
 from .flow import KirchhoffNet
 from .hardware import chip_timing, energy_per_sample_j
-from .robustness import DATA_SEED, SAMPLE_SEED, EnergyDistance, with_hardware
+from .robustness import DATA_SEED, EVAL_SEED, SAMPLE_SEED, EnergyDistance, with_hardware
 
 WALDEN_FOM_J = 10e-15  # joules per conversion step: a good published SAR converter
 CONVERTER_BITS = 10
@@ -41,25 +44,32 @@ DEFAULT_CAPACITANCES_F = tuple(float(x) for x in np.logspace(-14, -11, 7))  # 10
 DEFAULT_CURRENTS_A = tuple(float(x) for x in np.logspace(-7, -3, 5))  # 100 nA … 1 mA
 DEFAULT_VOLTAGES_V = tuple(float(x) for x in np.logspace(-1, 0, 3))  # 0.1 V … 1 V
 DEFAULT_SWITCHING_S = 2e-11
+NLL_TOLERANCE = 0.01  # nats: a design "keeps quality" within this of the ideal model's NLL …
+DISTANCE_TOLERANCE = 0.002  # … and this of its energy distance (≈ the spread of two data draws)
 
 
 @dataclass
 class DesignPoint:
     """One (C, I0, V0) design. Latency and energy per sample; noise relative to V0;
-    ``switching_error`` rms, model volts (None where infeasible); ``distance`` energy
-    distance to held-out data (None where infeasible); ``pareto`` on (latency, energy,
-    distance)."""
+    ``switching_error`` rms sample change, model volts, and ``nll`` the exact test NLL of the
+    switched chip (None where infeasible or for energies); ``distance`` energy distance of
+    the noisy switched chip's samples to held-out data; ``keeps_quality`` both within the
+    tolerances of the ideal model; ``pareto`` on (latency, energy) among those."""
 
     capacitance_f: float
     current_scale_a: float
     voltage_scale_v: float
     tau_s: float
+    settle_s: float  # T·τ, the analog part of the latency
     latency_s: float
+    analog_energy_j: float  # without the converters
     energy_j: float
     noise_rel: float
     switching_error: float | None
+    nll: float | None
     distance: float | None
     feasible: bool
+    keeps_quality: bool = False
     pareto: bool = False
 
 
@@ -88,41 +98,64 @@ def design_space(model: KirchhoffNet, task: Task, capacitances_f: Sequence[float
     z = torch.randn(samples, model.data_dim, generator=gen, dtype=torch.float64)
     if task.kind == "data":
         reference = task.sample(samples, DATA_SEED, split="test")
+        test_points = task.sample(samples, EVAL_SEED, split="test")
     else:
         reference = model.sample(samples, torch.Generator().manual_seed(DATA_SEED), with_logprob=False).x.double()
+        test_points = None
     distance = EnergyDistance(reference, draws=1)
     ideal = model.sample(samples, z=z, with_logprob=False).x.double()
+    ideal_nll = None if test_points is None else float(-model.log_prob(test_points).logp.double().mean())
+    switched_by_tau: dict[float, tuple[float, float | None] | None] = {}  # τ → (rms error, NLL)
+
+    def switched(hw_model: KirchhoffNet) -> tuple[float, float | None] | None:
+        """The switch's effect depends on τ only: rms sample change and exact NLL, or None
+        where the switch outlasts a layer."""
+        key = round(math.log10(hw_model.spec.hardware.tau_s), 9)
+        if key not in switched_by_tau:
+            try:
+                chip = Chip(hw_model, ChipConfig(switching_s=switching_s))
+                x = chip.sample(0, z=z, with_logprob=False).x.double()
+                nll = None if test_points is None else float(-chip.log_prob(test_points).logp.double().mean())
+                switched_by_tau[key] = (float(((x - ideal) ** 2).sum(-1).mean().sqrt()), nll)
+            except UnsupportedChip:
+                switched_by_tau[key] = None
+        return switched_by_tau[key]
+
     grid = [(c, i, v) for c in capacitances_f for i in currents_a for v in voltages_v]
     points = []
     for n, (c, i0, v0) in enumerate(grid):
         hw_model = with_hardware(model, capacitance_f=c, current_scale_a=i0, voltage_scale_v=v0)
         spec = hw_model.spec
         timing = chip_timing(spec.end_time, spec.hardware)
-        energy = energy_per_sample_j(spec) + converter_energy_j(spec.data_dim)
-        noise = noise_scale(spec)
-        try:
-            switched = Chip(hw_model, ChipConfig(switching_s=switching_s)).sample(0, z=z, with_logprob=False)
+        analog = energy_per_sample_j(spec)
+        point = DesignPoint(c, i0, v0, timing.tau_s, timing.settle_s, timing.total_s, analog,
+                            analog + converter_energy_j(spec.data_dim), noise_scale(spec), None, None, None, False)
+        effect = switched(hw_model)
+        if effect is not None:
             both = Chip(hw_model, ChipConfig(switching_s=switching_s, noise=True)).sample(
                 0, z=z, with_logprob=False, noise_generator=torch.Generator().manual_seed(SAMPLE_SEED + 1))
-            err = float(((switched.x.double() - ideal) ** 2).sum(-1).mean().sqrt())
-            dist = distance(both.x)[0] if both.stats.ok else None
-            feasible = both.stats.ok
-        except UnsupportedChip:
-            err, dist, feasible = None, None, False
-        points.append(DesignPoint(c, i0, v0, timing.tau_s, timing.total_s, energy, noise, err, dist, feasible))
+            point.switching_error, point.nll = effect
+            point.distance = distance(both.x)[0] if both.stats.ok else None
+            point.feasible = both.stats.ok
+        points.append(point)
         if progress is not None:
             progress(n + 1, len(grid))
-    feasible = [p for p in points if p.feasible]
-    if feasible:
-        costs = np.array([[p.latency_s, p.energy_j, p.distance] for p in feasible])
-        for p, keep in zip(feasible, pareto_mask(costs)):
+    ideal_distance = distance(ideal)[0]
+    for p in points:
+        p.keeps_quality = p.feasible and p.distance <= ideal_distance + DISTANCE_TOLERANCE and (
+            ideal_nll is None or p.nll <= ideal_nll + NLL_TOLERANCE)
+    kept = [p for p in points if p.keeps_quality]
+    if kept:
+        for p, keep in zip(kept, pareto_mask(np.array([[p.latency_s, p.energy_j] for p in kept]))):
             p.pareto = bool(keep)
     return {
         "model": model.spec.name,
         "task": task.name,
         "switching_s": switching_s,
         "samples": samples,
-        "ideal_distance": distance(ideal)[0],
+        "ideal_distance": ideal_distance,
+        "ideal_nll": ideal_nll,
+        "quality_rule": {"nll_tolerance": NLL_TOLERANCE, "distance_tolerance": DISTANCE_TOLERANCE},
         "converter": {"bits": CONVERTER_BITS, "walden_fom_j": WALDEN_FOM_J,
                       "dac_setup_s": model.spec.hardware.dac_setup_s,
                       "adc_readout_s": model.spec.hardware.adc_readout_s,
@@ -130,6 +163,8 @@ def design_space(model: KirchhoffNet, task: Task, capacitances_f: Sequence[float
         "temperature_k": model.spec.hardware.temperature_k,
         "points": [asdict(p) for p in points],
         "note": ("latency = T·τ + DAC + ADC (converter times fixed); energy = C·V0²·(N/2 + Σ E_l·d_l) + "
-                 "2·d·FoM·2^bits; quality = energy distance of samples (noise + switching) to held-out data"),
+                 "2·d·FoM·2^bits; a point keeps quality when its switched chip's exact NLL is within "
+                 "nll_tolerance of the ideal model's and its samples' energy distance (noise + switching) "
+                 "within distance_tolerance; the Pareto front is over (latency, energy) among those"),
     }
 

@@ -12,7 +12,7 @@ import logging
 
 logger = logging.getLogger("knet.service")
 
-UNLIMITED_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
+UNLIMITED_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 
 
 async def _send_json(send, status: int, body: dict, headers: dict[str, str] | None = None) -> None:

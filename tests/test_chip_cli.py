@@ -81,6 +81,11 @@ def test_design_space_command(checkpoint, tmp_path, capsys):
     assert not points[(1e-14, 1e-3)]["feasible"] and points[(1e-14, 1e-3)]["distance"] is None
     assert points[(1e-12, 1e-6)]["feasible"] and points[(1e-12, 1e-6)]["switching_error"] < 1e-3
     assert any(p["pareto"] for p in report["points"])
+    assert all(p["keeps_quality"] for p in report["points"] if p["pareto"])
+    # the switch only matters through τ: equal τ, equal NLL of the switched chip (exact flow)
+    slow = points[(1e-12, 1e-6)]
+    assert slow["nll"] is not None and abs(slow["nll"] - report["ideal_nll"]) < 0.01 and slow["keeps_quality"]
+    assert points[(1e-14, 1e-3)]["nll"] is None and not points[(1e-14, 1e-3)]["keeps_quality"]
     with Image.open(out / "design_space.png") as img:
         assert img.format == "PNG"
     assert (out / "design_space.csv").read_text().count("\n") == 5

@@ -89,6 +89,16 @@ def test_sampler_from_seed_and_from_z_equals_native(oip):
     assert res.as_numpy("samples").tolist() == native["samples"] and res.as_numpy("logprob") is None
 
 
+def test_sampler_chip_parameter_equals_native_chip(oip):
+    tc, client = oip
+    chip = {"mismatch": 0.05, "quant_bits": 6, "instance": 3}
+    native = client.post("/sample", json={"model": "tiny3", "n": 4, "seed": 2, "chip": chip}).json()
+    ideal = client.post("/sample", json={"model": "tiny3", "n": 4, "seed": 2}).json()
+    res = tc.infer("tiny3-sample", [], parameters={"n": 4, "seed": 2, "chip": json.dumps(chip)})
+    assert res.as_numpy("samples").tolist() == native["samples"] != ideal["samples"]
+    assert json.loads(res.get_response()["parameters"]["chip"]) == native["chip"]
+
+
 def test_plain_http_round_trip_and_pinned_version(oip):
     _, client = oip
     versions = client.get("/models/tiny/versions").json()["versions"]

@@ -89,11 +89,11 @@ BAD = [  # (path, raw JSON body, status, text the error must contain)
     ("/logprob", '{"model": "tiny", "points": [[Infinity, 0]]}', 400, "points"),
     ("/logprob", '{"model": "tiny", "points": [[1e300, 0]]}', 400, "points"),
     ("/logprob", '{"model": "tiny", "points": []}', 400, "points"),
-    ("/logprob", '{"model": "tiny", "points": [%s]}' % ", ".join(["[0, 0]"] * (MAX_POINTS + 1)), 400, "points"),
+    ("/logprob", '{"model": "tiny", "points": [' + ", ".join(["[0, 0]"] * (MAX_POINTS + 1)) + "]}", 400, "points"),
     ("/logprob", '{"model": "tiny", "points": [["a", 0]]}', 400, "points"),
     ("/logprob", '{"model": "tiny"}', 400, "points"),
     ("/sample", '{"model": "tiny", "n": 0}', 400, '"n"'),
-    ("/sample", '{"model": "tiny", "n": %d}' % (MAX_SAMPLES + 1), 400, '"n"'),
+    ("/sample", f'{{"model": "tiny", "n": {MAX_SAMPLES + 1}}}', 400, '"n"'),
     ("/sample", '{"model": "tiny", "n": "many"}', 400, '"n"'),
     ("/sample", '{"model": "tiny", "seed": -1}', 400, "seed"),
     ("/sample", '{"model": "tiny", "timeout_s": -1}', 400, "timeout_s"),
@@ -177,7 +177,8 @@ def test_metrics_count_what_was_sent(server):
     assert _metric(client, "knet_batch_size_count", endpoint="logprob") - batches == 3
     assert _metric(client, "knet_solver_failures_total", model="tiny", endpoint="sample", status="timeout") >= 1
     spec = load_model(cks["tiny3"]).spec
-    assert _metric(client, "knet_projected_chip_latency_seconds", model="tiny3") == pytest.approx(projected_latency_s(spec))
+    assert _metric(client, "knet_projected_chip_latency_seconds", model="tiny3") == pytest.approx(
+        projected_latency_s(spec))
     assert _metric(client, "bentoml_service_request_total", endpoint="/logprob", http_response_code="200") >= 3
 
 

@@ -14,8 +14,9 @@ Every run starts its own ``bentoml serve`` on zoo models copied into a temporary
    SIGTERM at the end with requests in flight → answers by status, p50/p99 and RSS per
    minute, recovery and exit times, and a plot.
 
-Defaults take about 7 minutes on a 2-vCPU machine. Clients share the server's CPUs, so the
-figures describe this machine, not a capacity; the report gives the load average beside them.
+Defaults take about 6 minutes on a quiet 2-vCPU machine (9 when busy). Clients share the
+server's CPUs, so the figures describe this machine, not a capacity; the report gives the load
+average beside them.
 """
 from __future__ import annotations
 

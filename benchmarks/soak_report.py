@@ -44,9 +44,9 @@ def throughput(run: Run) -> dict:
 
 def crash(run: Run) -> dict | None:
     """What a SIGKILLed worker cost: outage (kill → first success of a request sent after
-    it), the longest wait of a request sent in between (connections queue in the listen
-    backlog while no worker accepts), requests whose first attempt failed, requests lost
-    after one retry, respawn time."""
+    it), the longest wait of a request pending at some moment between the SIGKILL and the
+    replacement (connections queue in the listen backlog while no worker accepts), requests
+    whose first attempt failed, requests lost after one retry, respawn time."""
     ev = run.events
     if "worker_killed" not in ev:
         return None
@@ -56,7 +56,9 @@ def crash(run: Run) -> dict | None:
     after = [a for a in run.answers if a.sent_s >= k and a.sent_s < end]
     first_ok = min((a.sent_s + a.latency_s for a in after if _ok(a)), default=math.nan)
     near = [a for a in run.answers if k - 1 <= a.sent_s <= (back if back is not None else end) + 1 and a.sent_s < end]
-    waits = [a.latency_s for a in after if a.sent_s <= (back if back is not None else end)]
+    # every request that was waiting at some moment between the SIGKILL and the replacement
+    waits = [a.latency_s for a in run.answers
+             if a.sent_s <= (back if back is not None else end) and a.sent_s + a.latency_s >= k]
     return {"outage_s": first_ok - k, "respawn_s": None if back is None else back - k,
             "longest_wait_s": max(waits, default=math.nan),
             "first_attempt_failed": sum(a.first != 200 for a in near),
@@ -205,10 +207,11 @@ def _compare_section(compare: list[Run], args) -> list[str]:
                                               _num(c["respawn_s"])]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Outage: from the SIGKILL to the first 200 answer of a request sent after it (with two workers "
-              "the other one answers at once). Longest wait: of the requests sent between the SIGKILL and the "
-              "replacement's start (with one worker, new connections wait in the listen backlog, which the "
-              "main process keeps open, and are answered once the replacement accepts). Worker back: BentoML has "
-              "started and initialised a replacement (it respawns workers unless `BENTOML_CONTAINERIZED` is set).",
+              "the other one answers at once). Longest wait: of the requests pending at some moment between the "
+              "SIGKILL and the replacement's start, retry included (with one worker, new connections wait in the "
+              "listen backlog, which the main process keeps open, and are answered once the replacement accepts). "
+              "Worker back: BentoML has started and initialised a replacement (it respawns workers unless "
+              "`BENTOML_CONTAINERIZED` is set).",
               ""]
     return lines
 

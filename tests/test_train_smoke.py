@@ -107,5 +107,8 @@ def test_shipped_configs_are_valid():
     root = Path(__file__).resolve().parent.parent / "configs"
     for name in ZOO_NAMES:
         cfg = load_train_config(str(root / f"{name}.yaml"))
-        assert cfg.name == name == cfg.task
+        # a hardware-aware model (NAME-hw) is its plain model fine-tuned on emulated chips
+        assert cfg.name == name and cfg.task == name.removesuffix("-hw")
+        assert (cfg.hardware_aware is not None) == name.endswith("-hw")
+        assert cfg.init_from == (cfg.task if name.endswith("-hw") else None)
         assert 2 <= cfg.architecture.layers <= 16

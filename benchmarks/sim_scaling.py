@@ -17,7 +17,6 @@ instance count for both simulators (docs/sim_scaling.png).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -34,6 +33,8 @@ from models.config import CircuitSpec, LayerSpec
 from models.flow import KirchhoffNet
 from models.topology import mixed
 from models.zoo import resolve
+
+from .spice_scaling import print_row
 
 SIMULATORS = {"ngspice": (run_ngspice, estimate_seconds, SpiceError),
               "vacask": (run_vacask, estimate_seconds_vacask, VacaskError)}
@@ -141,12 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for row in measure(model, case.strip(), variant.strip(), sims, args.timeout, args.skip_above):
                 rows.append(row)
-                if args.json:
-                    print(json.dumps(row))
-                else:
-                    cells = [str(row.get(c, row.get("error", "") if c == "points" else "")) for c in cols]
-                    print("| " + " | ".join(cells) + " |")
-                sys.stdout.flush()
+                print_row(row, cols, args.json)
     if args.plot:
         plot(rows, args.plot)
     return 0

@@ -82,11 +82,16 @@ def run_from_args(args: argparse.Namespace) -> int:
         print("|" + "---|" * len(cols))
     for name in cases:
         for variant in args.variants.split(","):
-            row = measure(name, variant.strip(), args.timeout)
-            if args.json:
-                print(json.dumps(row))
-            else:
-                cells = [str(row.get(c, row.get("error", "") if c == "points" else "")) for c in cols]
-                print("| " + " | ".join(cells) + " |")
-            sys.stdout.flush()
+            print_row(measure(name, variant.strip(), args.timeout), cols, args.json)
     return 0
+
+
+def print_row(row: dict, cols: list[str], as_json: bool) -> None:
+    """One measured row: a JSON line, or a Markdown table row over ``cols`` (the error
+    message stands in the ``points`` column of a failed run)."""
+    if as_json:
+        print(json.dumps(row))
+    else:
+        cells = [str(row.get(c, row.get("error", "") if c == "points" else "")) for c in cols]
+        print("| " + " | ".join(cells) + " |")
+    sys.stdout.flush()

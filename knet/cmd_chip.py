@@ -153,7 +153,8 @@ def robustness_table(report: dict) -> str:
         lines.append(f"| {r['effect']} | {r['level']:g} | {q} | {worst} | {r['distance']:.4f} [{lo:.4f}, {hi:.4f}] "
                      f"| {r['instances']} |")
     floor = report["floor"]
-    lines.append(f"\nFloor (two independent data draws): {floor['distance']:.4f} "
+    draws = "data draws" if report["metric"] == "nll" else "draws of the ideal model; the task has no data"
+    lines.append(f"\nFloor (two independent {draws}): {floor['distance']:.4f} "
                  f"[{floor['distance_ci'][0]:.4f}, {floor['distance_ci'][1]:.4f}].")
     return "\n".join(lines)
 

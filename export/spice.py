@@ -106,6 +106,18 @@ def _run(exe: str, work: Path, timeout_s: float) -> tuple[int, float]:
                          "its process group was killed") from None
 
 
+def reached_end(table: np.ndarray, deck: Deck, error: type[Exception], tool: str) -> float:
+    """The last time point of a simulator's ``table (points, 1 + signals)`` (seconds), which
+    must be the deck's end time; ``error`` naming ``tool`` when there is none or it stopped
+    early."""
+    if not len(table):
+        raise error(f"{tool} wrote no time points")
+    end = float(table[-1, 0])
+    if not np.isclose(end, deck.stop_time_s, rtol=1e-9, atol=0):
+        raise error(f"{tool} stopped at {end:g} s before the end time {deck.stop_time_s:g} s")
+    return end
+
+
 def run_deck(deck: Deck, timeout_s: float = 600.0, keep_dir: Path | None = None) -> SpiceRun:
     """Simulate ``deck`` with ngspice and return the read-outs at its end time.
 
@@ -143,11 +155,7 @@ def run_deck(deck: Deck, timeout_s: float = 600.0, keep_dir: Path | None = None)
             names, table = parse_raw(raw.read_bytes())
         except SpiceError as err:
             raise SpiceError(f"ngspice wrote an unreadable {RAW_FILE} ({where}): {err}") from None
-    if not len(table):
-        raise SpiceError(f"ngspice wrote no time points to {RAW_FILE} ({where})")
-    end = float(table[-1, 0])
-    if not np.isclose(end, deck.stop_time_s, rtol=1e-9, atol=0):
-        raise SpiceError(f"ngspice stopped at {end:g} s before the end time {deck.stop_time_s:g} s")
+    end = reached_end(table, deck, SpiceError, f"ngspice ({RAW_FILE}, {where})")
     column = {n.lower(): i for i, n in enumerate(names)}
     values = {}
     for r in deck.readouts:

@@ -29,10 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from .process import ToolTimeout, run_in_group
-from .spice import SpiceError, SpiceRun, parse_raw
+from .spice import SpiceError, SpiceRun, parse_raw, reached_end
 from .spice_ir import GROUND, Deck, Element, num
 from .verilog_a import DAC_MODULE, devices_file, module_name
 
@@ -249,11 +247,7 @@ def run_deck(deck: Deck, timeout_s: float = 600.0, keep_dir: Path | None = None)
             names, table = parse_raw(raw.read_bytes())
         except SpiceError as err:
             raise VacaskError(f"vacask wrote an unreadable tran1.raw for {deck.title}: {err}") from None
-    if not len(table):
-        raise VacaskError("vacask wrote no time points")
-    end = float(table[-1, 0])
-    if not np.isclose(end, deck.stop_time_s, rtol=1e-9, atol=0):
-        raise VacaskError(f"vacask stopped at {end:g} s before the end time {deck.stop_time_s:g} s")
+    end = reached_end(table, deck, VacaskError, f"vacask (tran1.raw, {deck.title})")
     column = {n: i for i, n in enumerate(names)}
     final = {n: float(table[-1, i]) for n, i in column.items()}
 

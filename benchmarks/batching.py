@@ -22,7 +22,7 @@ import time
 import httpx
 
 from models.errors import UserInputError
-from service.launch import running_server
+from service.launch import require_stored, running_server
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -124,6 +124,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(json.dumps({f"{args.clients}x{r}_rows": solver_only(args.solver_only, args.clients, r)
                           for r in (1, 16)}, indent=1))
         return 0
+    require_stored(args.model)
     results = {}
     for batching in (True, False):
         env = {"KNET_SERVICE_BATCHING": str(batching).lower(), "KNET_SERVICE_MAX_CONCURRENCY": "1000"}

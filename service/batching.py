@@ -10,7 +10,9 @@ together raises throughput. How, without letting a large request starve small on
   log-density channel on/off, solver settings); each waiting request adds at most
   ``max(slice_rows, max_batch_rows // waiting)`` rows, so every waiting request gets rows
   into the next batch and one-row requests are not made to wait for a large chunk's solve;
-* a request with rows left over goes to the back of the queue (large requests are chunked).
+* a request with rows left over goes to the back of the queue (large requests are chunked);
+* a request that finds the batcher idle (empty queue, a free solver thread) and fits one batch
+  is solved at once, without the queue's hand-offs: the batch the loop would have made.
 
 Row results are independent of batch composition for fixed-step solvers (rows never mix).
 Up to ``solver_threads`` batches of a model solve at once, in threads (torch releases the GIL
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,6 +33,8 @@ from torch import Tensor
 from models.config import SolverConfig
 from models.flow import FlowResult, KirchhoffNet
 from models.solvers import SolveStats, Status
+
+from .solver_threads import SolverThreads
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,20 @@ def solve(model: KirchhoffNet, key: SolveKey, x: Tensor) -> FlowResult:
         if key.endpoint == "sample":
             return model.sample(x.shape[0], solver=key.solver, with_logprob=key.with_logprob, z=x)
         return model.log_prob(x, key.solver)
+
+
+def solve_to_cpu(model: KirchhoffNet, key: SolveKey, x: Tensor) -> Outcome:
+    """:func:`solve`, its answer moved to float64 on the CPU, all in the calling (solver) thread:
+    the event loop only hands rows out and results back.
+
+    ``stats.wall_s`` becomes the whole call's wall time (the integration plus moving the rows to
+    the model's device and back and the prior's log-density), what a request waits on the solver
+    for: the ``solve_s`` of the answers and ``knet_solve_seconds``."""
+    started = time.perf_counter()
+    res = solve(model, key, x)
+    out = Outcome(_cpu(res.x), None if res.logp is None else _cpu(res.logp), res.stats)
+    out.stats.wall_s = time.perf_counter() - started
+    return out
 
 
 @dataclass(eq=False)
@@ -90,17 +108,26 @@ class MicroBatcher:
         self._queue: collections.deque[_Pending] = collections.deque()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(solver_threads)
-        self._executor = concurrent.futures.ThreadPoolExecutor(solver_threads, thread_name_prefix="knet-solve")
+        self._threads = SolverThreads(solver_threads)
         self._task: asyncio.Task | None = None
 
     async def submit(self, key: SolveKey, x: Tensor) -> Outcome:
         """Solve ``x (rows, d)`` (float64, CPU) under ``key``; returns when all its rows are done."""
         if not self.enabled:  # baseline: every request solved alone, in parallel threads
-            res = await asyncio.to_thread(solve, self.model, key, x)
-            self.on_solve(key, x.shape[0], res.stats)
-            return Outcome(_cpu(res.x), None if res.logp is None else _cpu(res.logp), res.stats)
+            out = await asyncio.to_thread(solve_to_cpu, self.model, key, x)
+            self.on_solve(key, x.shape[0], out.stats)
+            return out
+        loop = asyncio.get_running_loop()
+        if not self._queue and not self._slots.locked() and x.shape[0] <= self.max_batch_rows:
+            # idle: the loop would make this request the next batch, whole and at once; start it
+            # here instead and save the hand-offs through the queue (docs/service.md)
+            await self._slots.acquire()  # free, so this does not wait
+            # the slot is released when the thread is done, even if this request is cancelled
+            out = await self._threads.submit(solve_to_cpu, self.model, key, x, on_finish=self._slots.release)
+            loop.call_soon(self.on_solve, key, x.shape[0], out.stats)
+            return out
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = loop.create_task(self._run())
         pending = _Pending(key, x, asyncio.get_running_loop().create_future())
         self._queue.append(pending)
         self._wake.set()
@@ -109,7 +136,7 @@ class MicroBatcher:
     def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._threads.close()
 
     # -- solver loop -------------------------------------------------------------------
     async def _run(self) -> None:
@@ -127,15 +154,19 @@ class MicroBatcher:
                 task.add_done_callback(lambda _: self._slots.release())
 
     async def _solve_batch(self, key: SolveKey, segments) -> None:
-        x = torch.cat([p.x[start:start + n] for p, start, n in segments])
+        x = segments[0][0].x if len(segments) == 1 and segments[0][2] == segments[0][0].rows else \
+            torch.cat([p.x[start:start + n] for p, start, n in segments])
+        loop = asyncio.get_running_loop()
         try:
-            res = await asyncio.get_running_loop().run_in_executor(self._executor, solve, self.model, key, x)
+            out = await self._threads.submit(solve_to_cpu, self.model, key, x)
         except Exception as err:  # an unexpected failure fails its batch, not the loop
             for p, _, _ in segments:
                 self._fail(p, err)
             return
-        self.on_solve(key, x.shape[0], res.stats)
-        self._distribute(segments, _cpu(res.x), None if res.logp is None else _cpu(res.logp), res.stats)
+        self._distribute(segments, out.x, out.logp, out.stats)
+        # metrics after the answers: the waiting handlers run first, so the bookkeeping is off
+        # the requests' latency (docs/service.md, "Where a request's time goes")
+        loop.call_soon(self.on_solve, key, x.shape[0], out.stats)
 
     def _next_batch(self) -> tuple[SolveKey, list[tuple[_Pending, int, int]]]:
         """Pick the rows of the next batch: requests with the oldest request's key, a fair share each."""
@@ -167,7 +198,10 @@ class MicroBatcher:
             if p.future.done():
                 at += n
                 continue
-            p.parts.append((start, x[at:at + n], None if logp is None else logp[at:at + n]))
+            if n == x.shape[0]:  # the batch is this request's alone: no views to make
+                p.parts.append((start, x, logp))
+            else:
+                p.parts.append((start, x[at:at + n], None if logp is None else logp[at:at + n]))
             at += n
             s = p.stats
             s.nfe += stats.nfe
@@ -182,9 +216,12 @@ class MicroBatcher:
     def _finish(self, p: _Pending) -> None:
         if p in self._queue:
             self._queue.remove(p)
-        parts = sorted(p.parts, key=lambda part: part[0])
-        x = torch.cat([part[1] for part in parts])
-        logp = None if parts[0][2] is None else torch.cat([part[2] for part in parts])
+        if len(p.parts) == 1:  # the usual case: the request fit in one batch
+            _, x, logp = p.parts[0]
+        else:
+            parts = sorted(p.parts, key=lambda part: part[0])
+            x = torch.cat([part[1] for part in parts])
+            logp = None if parts[0][2] is None else torch.cat([part[2] for part in parts])
         p.future.set_result(Outcome(x, logp, p.stats))
 
     def _fail(self, p: _Pending, err: Exception) -> None:

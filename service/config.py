@@ -22,6 +22,7 @@ Defaults are below; each field can be overridden by an environment variable
 | ``threads`` | 1 | torch intra-op threads per worker |
 | ``device`` | auto | ``auto`` (CUDA when available), ``cpu`` or ``cuda`` |
 | ``warmup`` | true | run one tiny solve per model before reporting ready |
+| ``noop_routes`` | false | also serve ``POST /noop/sample``, ``/noop/logprob``: same schemas, no solve |
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ class ServiceSettings(BaseModel):
     threads: int = Field(1, ge=1, description="torch intra-op threads per worker")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     warmup: bool = True
+    noop_routes: bool = Field(False, description="serve /noop/sample and /noop/logprob (benchmark reference)")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServiceSettings:

@@ -155,3 +155,14 @@ def running_server(env: dict[str, str], target: str = SERVICE, port: int | None 
     with ServerProcess(lambda p: bentoml_command(target, p), env=env, ready_timeout_s=ready_timeout_s,
                        log_path=log_path, port=port) as server:
         yield server.url
+
+
+def require_stored(model: str) -> None:
+    """Refuse (:class:`models.errors.UserInputError`) before starting a server that would not
+    serve ``model``: the benchmarks serve the models already in the BentoML store."""
+    from models.errors import UserInputError
+    from service.store import stored_models
+    names = [m.tag.name for m in stored_models()]
+    if model not in names:
+        raise UserInputError(f"model {model!r} is not in the BentoML store {os.environ.get('BENTOML_HOME')} "
+                             f"(it holds: {', '.join(names) or 'nothing'}); run `knet store` first")

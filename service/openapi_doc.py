@@ -16,7 +16,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 
 from .oip import SAMPLER_SUFFIX
-from .schemas import LogprobRequest, LogprobResponse, SampleRequest, SampleResponse
+from .schemas import LogprobRequest, LogprobResponse, NoopResponse, SampleRequest, SampleResponse
 from .store import FIGURE_FILES
 
 REF = "#/components/schemas/{}"
@@ -43,6 +43,7 @@ WHY = {400: "a field is invalid (named in the body)", 404: "unknown model, versi
        500: "unexpected; logged server-side", 503: "the service is starting",
        504: "the solve ran past its step or wall-clock budget (named in the body)"}
 SOLVE_ERRORS = (400, 404, 413, 415, 422, 429, 500, 504)
+NOOP_ERRORS = (400, 413, 415, 429, 500)  # the request is validated, nothing is looked up or solved
 GET_ERRORS = (404, 429, 500, 503)
 
 
@@ -90,13 +91,19 @@ def complete(spec: dict, registry, artifact_types: dict[str, str]) -> dict:
     schemas.update(Error=ERROR, ErrorList=ERROR_LIST, OIPError=OIP_ERROR, ModelInfo=MODEL_INFO)
     for name in ("InvalidArgument", "NotFound", "InternalServerError"):  # BentoML's bodies, not ours
         schemas.pop(name, None)
-    for path, request, response in (("/sample", SampleRequest, SampleResponse),
-                                    ("/logprob", LogprobRequest, LogprobResponse)):
+    for path, request, response, errors in (("/sample", SampleRequest, SampleResponse, SOLVE_ERRORS),
+                                            ("/logprob", LogprobRequest, LogprobResponse, SOLVE_ERRORS),
+                                            ("/noop/sample", SampleRequest, NoopResponse, NOOP_ERRORS),
+                                            ("/noop/logprob", LogprobRequest, NoopResponse, NOOP_ERRORS)):
+        if path not in spec["paths"]:  # the no-op routes exist only with KNET_SERVICE_NOOP_ROUTES=true
+            continue
         # the bodies from the pydantic models themselves: BentoML's copies drop which fields may be null
         op = spec["paths"][path]["post"]
-        op["requestBody"] = {"required": True, "content": _json(_nullable(request.model_json_schema()))}
+        body = request.model_json_schema()
+        # every field of a sample request has a default, so no body at all means {} (and is served)
+        op["requestBody"] = {"required": bool(body.get("required")), "content": _json(_nullable(body))}
         op["responses"] = {"200": {"description": "OK", "content": _json(_nullable(response.model_json_schema()))},
-                           **_responses({}, SOLVE_ERRORS)}
+                           **_responses({}, errors)}
     _state_served_models(spec, registry)
     spec["paths"].update(_model_routes(registry, artifact_types))
     spec["paths"].update(_oip_routes(registry))

@@ -80,3 +80,11 @@ class SampleResponse(_Solved):
 
 class LogprobResponse(_Solved):
     logprob: list[float | None] = Field(description="(rows,) log-density, nats")
+
+
+class NoopResponse(BaseModel):
+    """``POST /noop/*`` (only with ``KNET_SERVICE_NOOP_ROUTES=true``): nothing was solved. A model,
+    not a dict: BentoML builds a JSON schema for every dict it returns, which would slow the
+    reference down and flatter the overhead benchmark."""
+
+    status: str = Field("noop", description="always noop")

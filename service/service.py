@@ -26,12 +26,12 @@ from .batching import SolveKey
 from .chip import ChipSolver, chip_info, parse_chip
 from .config import current
 from .errors import ServiceError, error_response, json_errors, solve_error
-from .metrics import PROJECTED_CHIP_LATENCY, REQUESTS, SAMPLES, observe_solve
+from .metrics import PROJECTED_CHIP_LATENCY, count_request, observe_solve
 from .middleware import LimitsMiddleware
 from .oip import oip_routes
 from .openapi_doc import OpenAPIMiddleware
 from .registry import Registry, ServedModel, stored_versions
-from .schemas import LogprobRequest, LogprobResponse, SampleRequest, SampleResponse
+from .schemas import LogprobRequest, LogprobResponse, NoopResponse, SampleRequest, SampleResponse
 from .ui import ui_routes
 
 logger = logging.getLogger("knet.service")
@@ -103,6 +103,22 @@ class KirchhoffNetService:
         served, out = await self.solve_logprob(req)
         return LogprobResponse(logprob=_floats(out.logp), **self._bookkeeping(served, out.stats))
 
+    if SETTINGS.noop_routes:
+        # the overhead benchmark's reference (benchmarks/overhead.py): BentoML parses and validates
+        # the same request schema, then nothing is solved; off unless KNET_SERVICE_NOOP_ROUTES=true
+        @bentoml.api(input_spec=SampleRequest, route="/noop/sample")
+        @json_errors
+        async def noop_sample(self, **req) -> NoopResponse:
+            """No solve: the same request schema as /sample (benchmark reference)."""
+            if req.get("chip") is not None:  # the part of the schema the handler checks
+                parse_chip(req["chip"])
+            return NoopResponse()
+
+        @bentoml.api(input_spec=LogprobRequest, route="/noop/logprob")
+        async def noop_logprob(self, **req) -> NoopResponse:
+            """No solve: the same request schema as /logprob (benchmark reference)."""
+            return NoopResponse()
+
     # -- the solves behind the endpoints (native and Open Inference Protocol, service/oip.py) --
     async def solve_sample(self, req: dict, z: torch.Tensor | None = None):
         """Samples for a validated :class:`SampleRequest` body ``req``, from the latents ``z
@@ -148,8 +164,7 @@ class KirchhoffNetService:
     async def _solve(self, served: ServedModel, endpoint: str, want_logp: bool, x: torch.Tensor,
                      timeout_s: float | None):
         solver = _request_solver(served, timeout_s)
-        REQUESTS.labels(served.name, endpoint).inc()
-        SAMPLES.labels(served.name, endpoint).inc(x.shape[0])
+        count_request(served.name, endpoint, x.shape[0])
         out = await self.registry.batcher(served).submit(SolveKey(endpoint, want_logp, solver), x)
         if not out.stats.ok:
             raise solve_error(out.stats, served.name)
@@ -159,8 +174,7 @@ class KirchhoffNetService:
                           timeout_s: float | None, seed: int):
         """An emulated chip's solve (service/chip.py), bounded like :meth:`_solve` and off the batcher."""
         solver = _request_solver(served, timeout_s)
-        REQUESTS.labels(served.name, "sample").inc()
-        SAMPLES.labels(served.name, "sample").inc(z.shape[0])
+        count_request(served.name, "sample", z.shape[0])
         out = await self.chips.sample(served, chip, z, want_logp, solver, seed)
         observe_solve(served.name, "sample", z.shape[0], out.stats)
         if not out.stats.ok:

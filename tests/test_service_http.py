@@ -213,3 +213,24 @@ def test_schemathesis_finds_no_server_error(server, tmp_path):
                        capture_output=True, text=True, timeout=150, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert client.get("/readyz").status_code == 200
+
+
+def test_noop_routes_validate_like_the_real_ones_and_feed_the_overhead_benchmark(server):
+    """KNET_SERVICE_NOOP_ROUTES (on in this server): the same request schemas, nothing solved;
+    the overhead benchmark's measurement runs against them (a handful of rounds, no timing asserted)."""
+    from benchmarks.overhead import measure, summarize
+    from service.service import KirchhoffNetService
+
+    client, *_ = server
+    assert set(KirchhoffNetService.apis) == {"sample", "logprob"}  # off by default (this process)
+    assert client.post("/noop/sample", json={"model": "tiny", "n": 1}).json() == {"status": "noop"}
+    for path, body in (("/sample", {"model": "tiny", "n": 0}), ("/logprob", {"model": "tiny", "points": []}),
+                       ("/sample", {"model": "tiny", "extra": 1})):
+        real, noop = client.post(path, json=body), client.post("/noop" + path, json=body)
+        assert real.status_code == noop.status_code == 400, (path, real.text, noop.text)
+    seen = measure(str(client.base_url).rstrip("/"), "tiny", rounds=3, warmup=1)
+    assert {k: len(v["latency_s"]) for k, v in seen.items()} == dict.fromkeys(seen, 3)
+    assert len(seen["sample"]["solve_s"]) == len(seen["logprob"]["solve_s"]) == 3
+    assert not seen["noop_sample"]["solve_s"]
+    s = summarize(seen)
+    assert s["sample"]["solve_p50_ms"] > 0 and s["sample"]["noop_p50_ms"] > 0

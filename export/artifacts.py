@@ -223,6 +223,8 @@ def _manifest(m: KirchhoffNet, digest: str, files: list[tuple[str, Artifact]]) -
             for k, a in sorted(files, key=lambda kv: kv[1].filename)
         ],
         "omitted": omitted,
+        # where an imported circuit came from (`knet import-reference`): source format, file digests
+        "imported_from": None if spec.imported_from is None else spec.imported_from.model_dump(mode="json"),
     }
     return (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode()
 

@@ -12,9 +12,16 @@ Procedure (``calibrate``):
    error (x and log p; batch and single), capped by ``tolerance_cap`` when given: ours on
    all points must meet the batch targets, ours on the first rows the single targets.
 3. For every layer, the smallest step count whose *local* error (one layer, started from the
-   tight boundary state, both directions) is ≤ min(targets) / L.
+   tight boundary state, both directions) is ≤ the tighter target / L, for the voltages and
+   the log-density increment each (their own targets, their own floors). The search climbs 1, 2, 4, …
+   steps and then bisects the last doubling, so it costs about twice the answer's steps. RK4's
+   error falls 16× per doubling; when it falls less than 2× over two doublings running, the
+   layer has reached its rounding floor (float32 arithmetic, e.g. the log-density increment
+   summed over 784 nodes) and more steps only cost time: the layer then gets the fewest steps
+   within 2× of its floor, and is listed in the record's ``floor_layers``.
 4. Verify end to end (sample with log q and log p, in the serving dtype); while an error
-   exceeds its target, halve the per-layer budget and search again.
+   exceeds its target, halve the per-layer budget and search again (local errors are
+   remembered across rounds); if every layer is at its floor, halving cannot help: stop.
 5. Trim: drop single steps from layers while the end-to-end errors stay within target.
 
 Errors are max absolute errors: voltages in model volts, log-densities in nats.
@@ -89,10 +96,11 @@ def solve_errors(model: KirchhoffNet, ref: Reference, solver: SolverConfig) -> t
     return float(ex.max()), float(el.max())
 
 
-def local_error(model: KirchhoffNet, ref: Reference, k: int, steps: int) -> float:
-    """Max error of layer ``k`` alone with ``steps`` RK4 steps, forward and reverse, started
-    from the tight boundary states (model dtype)."""
-    worst = 0.0
+def local_error(model: KirchhoffNet, ref: Reference, k: int, steps: int) -> tuple[float, float]:
+    """Max errors of layer ``k`` alone with ``steps`` RK4 steps, forward and reverse, started
+    from the tight boundary states (model dtype): ``(voltages, ∫ div dt)``, model volts and nats.
+    Kept apart because they reach their rounding floors at different step counts."""
+    worst_v, worst_ell = 0.0, 0.0
     for reverse in (False, True):
         L = engine.prepared_layers(model, reverse)[k]
         start, goal = ref.boundaries[k], ref.boundaries[k + 1]
@@ -102,8 +110,8 @@ def local_error(model: KirchhoffNet, ref: Reference, k: int, steps: int) -> floa
         with torch.no_grad():
             rk4_layer(L, S, model.spec.layers[k].duration, steps, True, Budget(10**9, 3600.0))
         v_end, ell = unpack(S)
-        worst = max(worst, _maxabs(v_end, goal), _maxabs(ell, ref.increments[k]))
-    return worst
+        worst_v, worst_ell = max(worst_v, _maxabs(v_end, goal)), max(worst_ell, _maxabs(ell, ref.increments[k]))
+    return worst_v, worst_ell
 
 
 def calibrate(model: KirchhoffNet, points: int = 512, seed: int = 0, safety: float = 0.5,
@@ -142,11 +150,19 @@ def calibrate(model: KirchhoffNet, points: int = 512, seed: int = 0, safety: flo
         return all(e <= t for e, t in zip(errs, targets))
 
     n_layers = len(model.spec.layers)
-    budget = min(targets) / n_layers
+    # per layer and per quantity (voltages; log-density increment): a share of the tighter target
+    budgets = [min(tx, stx) / n_layers, min(tl, stl) / n_layers]
+    local = [_memo(lambda steps, k=k: local_error(model, ref, k, steps)) for k in range(n_layers)]
+    use_floors, floors_seen = True, set()
     for _ in range(max_rounds):
-        steps = []
+        steps, floors, stuck = [], [], 0
         for k in range(n_layers):
-            steps.append(_fewest_steps(model, ref, k, budget))
+            found = [fewest_steps(lambda s, k=k, q=q: local[k](s)[q], budgets[q], use_floors) for q in (0, 1)]
+            steps.append(max(count for count, _ in found))
+            stuck += sum(at_floor for _, at_floor in found)
+            if any(at_floor for _, at_floor in found):
+                floors.append(k)
+                floors_seen.add(k)
             if progress:
                 progress(k, steps[-1])
         errs = errors(steps)
@@ -158,11 +174,21 @@ def calibrate(model: KirchhoffNet, points: int = 512, seed: int = 0, safety: flo
                                      error_x=errs[0], error_logp=errs[1], baseline_error_x=bx,
                                      baseline_error_logp=bl, single_requests=n_single, single_target_x=stx,
                                      single_target_logp=stl, single_error_x=errs[2], single_error_logp=errs[3],
-                                     baseline_single_error_x=sx, baseline_single_error_logp=sl)
-        budget /= 2
+                                     baseline_single_error_x=sx, baseline_single_error_logp=sl,
+                                     floor_layers=tuple(floors))
+        if stuck == 2 * n_layers:
+            if not use_floors:
+                break
+            # every layer at its rounding floors, and still too inaccurate: the plateaus may have
+            # been slow starts after all; search once more without stopping at them
+            use_floors = False
+            continue
+        budgets = [b / 2 for b in budgets]
+    floor_note = (f"; layers {sorted(floors_seen)} reach their {model.dtype} rounding floor before the targets"
+                  if floors_seen else "")
     raise ValueError(f"no RK4 step counts reach the targets (x {tx:.3g}/{stx:.3g}, log p {tl:.3g}/{stl:.3g} "
-                     f"batch/single; last errors {', '.join(f'{e:.3g}' for e in errs)} with {steps}); "
-                     "try float64 or a looser --tolerance")
+                     f"batch/single; last errors {', '.join(f'{e:.3g}' for e in errs)} with {steps}"
+                     f"{floor_note}); try float64 or a looser --tolerance")
 
 
 def _rk4(model: KirchhoffNet, steps: list[int]) -> SolverConfig:
@@ -194,17 +220,63 @@ def apply(spec, record: CalibrationRecord):
     return spec.model_copy(update=dict(solver=solver, calibration=record))
 
 
-def _fewest_steps(model: KirchhoffNet, ref: Reference, k: int, budget: float) -> int:
-    lo, hi = 0, len(STEP_LADDER) - 1
-    if local_error(model, ref, k, STEP_LADDER[hi]) > budget:
-        return STEP_LADDER[hi]  # the end-to-end check decides whether that is good enough
-    while lo < hi:  # error falls with the step count, so bisect the ladder
-        mid = (lo + hi) // 2
-        if local_error(model, ref, k, STEP_LADDER[mid]) <= budget:
-            hi = mid
+FLOOR_RATIO = 0.5  # a doubling that cuts the error by less than this factor made no progress
+
+
+def fewest_steps(local, budget: float, floors: bool = True) -> tuple[int, bool]:
+    """The fewest steps of :data:`STEP_LADDER` with ``local(steps) <= budget``, and False; or,
+    when the error stops falling first, the fewest steps within 2× of the smallest error seen,
+    and True. Stopped falling (with ``floors``): two doublings running each cut it by less than
+    2×, after an earlier doubling cut it by 16× or more (RK4's own rate: its error was already
+    converging, so the plateau is rounding, not a slow start). ``local`` maps a step count to
+    the layer's local error (non-finite: unstable).
+
+    Climbs 1, 2, 4, … (costs grow with the steps, so the climb costs about what its last trial
+    does) and bisects the ladder inside the last doubling; at the ladder's top without meeting
+    the budget, returns the top and False (the end-to-end check decides)."""
+    errs: dict[int, float] = {}
+
+    def err(steps: int) -> float:
+        if steps not in errs:
+            e = float(local(steps))
+            errs[steps] = e if e == e else float("inf")  # NaN → inf: an unstable step is no floor
+        return errs[steps]
+
+    climb = [s for s in STEP_LADDER if s & (s - 1) == 0]  # the powers of two: 1, 2, 4, …, top
+    for i, s in enumerate(climb):
+        if err(s) <= budget:
+            return _bisect(err, budget, climb[i - 1] if i else 0, s), False
+        flat = i >= 3 and all(err(b) > FLOOR_RATIO * err(a) for a, b in zip(climb[i - 2:i], climb[i - 1:i + 1]))
+        if floors and flat and any(err(b) <= err(a) / 16 for a, b in zip(climb[:i - 2], climb[1:i - 1])):
+            floor = min(errs.values())
+            first = next(t for t in climb[:i + 1] if err(t) <= 2 * floor)
+            before = climb[climb.index(first) - 1] if first > 1 else 0
+            return _bisect(err, 2 * floor, before, first), True
+    return climb[-1], False
+
+
+def _bisect(err, limit: float, lo: int, hi: int) -> int:
+    """The fewest ladder steps in (lo, hi] with ``err <= limit``, given that ``hi`` meets it
+    (the error falls with the step count inside one doubling)."""
+    inside = [s for s in STEP_LADDER if lo < s <= hi]
+    a, b = 0, len(inside) - 1
+    while a < b:
+        mid = (a + b) // 2
+        if err(inside[mid]) <= limit:
+            b = mid
         else:
-            lo = mid + 1
-    return STEP_LADDER[lo]
+            a = mid + 1
+    return inside[a]
+
+
+def _memo(fn):
+    cache: dict[int, float] = {}
+
+    def cached(steps: int) -> float:
+        if steps not in cache:
+            cache[steps] = fn(steps)
+        return cache[steps]
+    return cached
 
 
 def _as(model: KirchhoffNet, dtype: torch.dtype) -> KirchhoffNet:

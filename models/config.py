@@ -224,6 +224,9 @@ class CalibrationRecord(_Frozen):
     single_error_logp: float | None = None
     baseline_single_error_x: float | None = None
     baseline_single_error_logp: float | None = None
+    # layers whose count was set by their rounding floor (the local error stopped falling with
+    # more steps before reaching the per-layer budget), not by the budget (models.calibration)
+    floor_layers: tuple[int, ...] = ()
 
 
 class ImportRecord(_Frozen):

@@ -141,7 +141,11 @@ class GatherLayer:
         zb.mul_(self.a).addcmul_(S.index_select(0, self.dst), self.b).add_(self.c)
         self.kernel(zb)
         out = torch.zeros_like(S)
-        out.index_add_(0, self.dst, zb, alpha=self.alpha).index_add_(0, self.src, zb, alpha=-self.alpha)
+        # the scaled currents go through the second half of ``buf`` (the divergence's scratch,
+        # written only below): torch's CPU index_add_ with alpha ≠ 1 takes a per-index slow
+        # path, 22× slower at 50k edges (the 784-D import), so alpha is applied here instead
+        scaled = torch.mul(zb, self.alpha, out=buf[e:2 * e])
+        out.index_add_(0, self.dst, scaled).index_add_(0, self.src, scaled.neg_())
         if self.bias is not None:
             out.sub_(self.bias)
         out.mul_(self.scale)

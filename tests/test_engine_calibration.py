@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
+import pytest
 import torch
 from helpers import tiny_checkpoint, tiny_model
 
@@ -131,3 +132,43 @@ def test_cli_bench_json_rows(tmp_path, capsys):
         assert r["ratio"] == r["baseline_ms"] / r["ours_ms"]
         assert 0 <= r["ours_error"] < 0.1 and 0 <= r["baseline_error"] < 0.1
     assert (tmp_path / "b.csv").read_text().startswith("model,kind,batch")
+
+
+def test_fewest_steps_meets_the_budget_with_the_fewest_ladder_steps():
+    calls: list[int] = []
+
+    def rk4_like(steps):  # fourth order, no floor
+        calls.append(steps)
+        return 1.0 / steps**4
+    assert calibration.fewest_steps(rk4_like, 1e-3) == (6, False)  # 6⁻⁴ = 7.7e-4; 5⁻⁴ = 1.6e-3
+    assert len(calls) == len(set(calls)) <= 8  # climb 1..8, bisect (4, 8]: never near the top
+    assert calibration.fewest_steps(rk4_like, 1.0) == (1, False)
+
+
+def test_fewest_steps_stops_at_a_rounding_floor():
+    calls: list[int] = []
+
+    def floored(steps):  # falls as steps⁻⁴ down to 1e-3, then stays (float32 rounding)
+        calls.append(steps)
+        return max(1.0 / steps**4, 1e-3)
+    # two doublings without progress (8 → 16 → 32) reveal the floor; the fewest steps within 2× of
+    # it: 5⁻⁴ = 1.6e-3 ≤ 2e-3 < 4⁻⁴
+    assert calibration.fewest_steps(floored, 1e-6) == (5, True)
+    assert max(calls) == 32  # the ladder's top (256) is never tried
+    # unstable (non-finite) at few steps is not a floor
+    unstable = {1: float("nan"), 2: float("nan"), 4: float("inf")}
+    assert calibration.fewest_steps(lambda s: unstable.get(s, 1.0 / s**4), 1.2e-4) == (10, False)  # 9⁻⁴ = 1.5e-4
+    # slow convergence is no floor, nor is a slow start; neither meets the budget: the top, and
+    # the end-to-end check decides
+    top = calibration.STEP_LADDER[-1]
+    assert calibration.fewest_steps(lambda s: 1.0 / s**0.5, 1e-6) == (top, False)
+    slow_start = {1: 1.0, 2: 0.9, 4: 0.8, 8: 0.7}
+    assert calibration.fewest_steps(lambda s: slow_start.get(s, 1e-2 / s**4), 1e-8) == (32, False)
+    # floors can be turned off (calibrate's last resort when the floors were not enough)
+    assert calibration.fewest_steps(floored, 1e-6, floors=False) == (top, False)
+
+
+def test_targets_below_the_float32_floor_fail_fast_naming_it():
+    model = tiny_model(torch.float32, steps=8)
+    with pytest.raises(ValueError, match="rounding floor"):
+        calibration.calibrate(model, points=16, single_requests=0, tolerance_cap=1e-12)

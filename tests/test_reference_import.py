@@ -311,6 +311,10 @@ def test_cli_import_calibrates_and_serves_sample_and_logprob(tmp_path):
     circuit = json.loads((out / "circuit.json").read_text())
     assert circuit["imported_from"]["device_class"] == "ShiftTanh1"
     assert circuit["calibration"]["points"] == 32 and circuit["solver"]["method"] == "rk4"
+    from export.artifacts import build_artifact
+    from models.checkpoint import load_model
+    manifest = json.loads(build_artifact(load_model(out), "manifest", out).data)
+    assert manifest["imported_from"] == circuit["imported_from"]  # the hardware handoff says where it came from
     solver = SolverConfig(method="rk4", steps_per_layer=tuple(circuit["solver"]["steps_per_layer"]))
 
     res = knet("sample", str(out), "-n", "5", "--seed", "3", "--dtype", "float64")

@@ -6,6 +6,7 @@
 | ``knet bench-levers`` | ``benchmarks.levers`` | each engine lever on its own (CPU time) |
 | ``knet bench-batching`` | ``benchmarks.batching`` | the service's micro-batcher on and off, over HTTP |
 | ``knet bench-overhead`` | ``benchmarks.overhead`` | per-request overhead beside a no-op endpoint, one server |
+| ``knet bench-peers`` | ``benchmarks.peers`` | Gaussian, mixtures and zuko flows on the digits split |
 | ``knet bench-ngspice`` | ``benchmarks.spice_scaling`` | ngspice's cost against circuit size |
 | ``knet bench-noise`` | ``benchmarks.noise_ngspice`` | thermal noise in ngspice (trnoise) against the SDE |
 """
@@ -22,6 +23,7 @@ BENCHMARKS = {  # command: (module, help)
     "bench-levers": ("benchmarks.levers", "time each engine lever on its own (CPU ms)"),
     "bench-batching": ("benchmarks.batching", "the micro-batcher on vs off, side by side over localhost HTTP"),
     "bench-overhead": ("benchmarks.overhead", "per-request overhead over a no-op endpoint's latency, one server"),
+    "bench-peers": ("benchmarks.peers", "standard density models on the digits model's data, split and test points"),
     "bench-ngspice": ("benchmarks.spice_scaling", "ngspice wall and CPU time against circuit size"),
     "bench-noise": ("benchmarks.noise_ngspice", "thermal noise in ngspice (trnoise, 200 runs) against the SDE"),
 }

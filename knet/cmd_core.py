@@ -99,6 +99,9 @@ def cmd_logprob(args: argparse.Namespace) -> int:
     return 0 if res.stats.ok else 1
 
 
+TRAINING_KEYS = ("train_seconds", "iterations")  # written by `knet train` into eval.json
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from models.checkpoint import EVAL_FILE, atomic_write
     from models.data import get_task
@@ -108,7 +111,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     task = get_task(task_name(resolve(args.model), model.spec.name))
     result = evaluate(model, task, args.n, args.seed, solver_from_args(model, args))
     if args.write:
-        atomic_write(resolve(args.model) / EVAL_FILE, (json.dumps(result, indent=1) + "\n").encode())
+        path = resolve(args.model) / EVAL_FILE
+        # the training record (train_seconds, iterations) is not re-measured here: keep it
+        kept = {k: v for k, v in (json.loads(path.read_text()) if path.is_file() else {}).items()
+                if k in TRAINING_KEYS}
+        atomic_write(path, (json.dumps({**result, **kept}, indent=1) + "\n").encode())
     print_json(result)
     return 0
 
@@ -157,8 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.no_eval:
         task = get_task(cfg.task)
         result = evaluate(model, task, cfg.eval_samples)
-        result["train_seconds"] = round(history.seconds, 1)
-        result["iterations"] = cfg.iterations
+        result.update(zip(TRAINING_KEYS, (round(history.seconds, 1), cfg.iterations)))
         atomic_write(out / EVAL_FILE, (json.dumps(result, indent=1) + "\n").encode())
         samples_figure(model, task, out / "samples.png")
         print_json(result)

@@ -65,14 +65,25 @@ def eight_gaussians(n: int, rng: np.random.Generator) -> np.ndarray:
 DIGITS_TRAIN = 1500  # images 0..1499 train, 1500..1796 are held out for evaluation
 
 
-def digits(n: int, rng: np.random.Generator, split: Literal["train", "test"] = "train") -> np.ndarray:
-    """sklearn's 8×8 digits (64 dims), uniformly dequantised and scaled to [−2, 2]:
-    x = 4·((pixel + u)/17 − ½), u ~ U[0, 1). Draws ``n`` images with replacement."""
+def digits_images(split: Literal["train", "test"]) -> np.ndarray:
+    """sklearn's 8×8 digits as ``(images, 64)`` pixel values 0…16: the first
+    :data:`DIGITS_TRAIN` for ``train``, the rest for ``test``."""
     from sklearn.datasets import load_digits
     images = load_digits().data.astype(np.float64)
-    pool = images[:DIGITS_TRAIN] if split == "train" else images[DIGITS_TRAIN:]
-    picked = pool[rng.integers(0, len(pool), n)]
-    return 4.0 * ((picked + rng.random(picked.shape)) / 17.0 - 0.5)
+    return images[:DIGITS_TRAIN] if split == "train" else images[DIGITS_TRAIN:]
+
+
+def dequantize_digits(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Pixels 0…16 → the model space: uniformly dequantised and scaled to [−2, 2],
+    x = 4·((pixel + u)/17 − ½), u ~ U[0, 1) (a volume factor of (4/17)⁶⁴ from pixel units)."""
+    return 4.0 * ((images + rng.random(images.shape)) / 17.0 - 0.5)
+
+
+def digits(n: int, rng: np.random.Generator, split: Literal["train", "test"] = "train") -> np.ndarray:
+    """``n`` images drawn with replacement from ``split`` (:func:`digits_images`), dequantised
+    (:func:`dequantize_digits`)."""
+    pool = digits_images(split)
+    return dequantize_digits(pool[rng.integers(0, len(pool), n)], rng)
 
 
 def potential1(z: Tensor) -> Tensor:
@@ -84,7 +95,8 @@ def potential1(z: Tensor) -> Tensor:
 
 
 def potential2(z: Tensor) -> Tensor:
-    """Sine valley: U(z) = ½((z₂ − sin(2πz₁/4))/0.4)²."""
+    """Sine valley: U(z) = ½((z₂ − sin(2πz₁/4))/0.4)². Not normalisable: U is periodic in z₁ and
+    bounded along it, so ∫ exp(−U) dz diverges and E[log q + U] has no lower bound."""
     return 0.5 * ((z[:, 1] - torch.sin(2 * math.pi * z[:, 0] / 4)) / 0.4) ** 2
 
 
@@ -98,6 +110,9 @@ class Task:
     sampler: Callable[..., np.ndarray] | None = None
     energy: Callable[[Tensor], Tensor] | None = None
     plot_range: float = 4.0
+    # for an energy whose exp(−U) does not integrate (potential2): the half-width of the box
+    # [−b, b]^dim on which models.evaluate scores the KL instead (and the mass q puts outside)
+    box_half_width: float | None = None
 
     def sample(self, n: int, seed: int | np.random.Generator = 0, split: str = "train") -> Tensor:
         """``(n, dim)`` float64 tensor of data points; ValueError for energy tasks."""
@@ -116,7 +131,7 @@ TASKS: dict[str, Task] = {
     "pinwheel": Task("pinwheel", "data", 2, pinwheel, plot_range=4.0),
     "8gaussians": Task("8gaussians", "data", 2, eight_gaussians, plot_range=4.0),
     "potential1": Task("potential1", "energy", 2, energy=potential1, plot_range=4.0),
-    "potential2": Task("potential2", "energy", 2, energy=potential2, plot_range=4.0),
+    "potential2": Task("potential2", "energy", 2, energy=potential2, plot_range=4.0, box_half_width=4.0),
     "digits": Task("digits", "data", 64, digits, plot_range=2.0),
 }
 

@@ -72,6 +72,22 @@ def quality(evals: dict) -> Quality | None:
     return None
 
 
+def evaluation_extras(evals: dict) -> list[tuple[str, str]]:
+    """(label, text) rows of ``eval.json`` beyond the headline figure: log Z, the box score of an
+    energy that does not normalise (docs/zoo.md, potential2), the training record."""
+    extra = []
+    if "log_z" in evals:
+        extra.append(("log Z (the bound is −log Z)", f"{evals['log_z']:.3f}"))
+    box = evals.get("box") or {}
+    if isinstance(box.get("kl"), int | float):
+        b = box["half_width"]
+        extra.append((f"KL on the box [−{b:g}, {b:g}]²", f"{box['kl']:.3f} ± {box['kl_se']:.3f} nats, "
+                      f"{100 * box['mass_outside']:.1f} % of the mass outside"))
+    if "iterations" in evals:
+        extra.append(("training", f"{evals['iterations']} iterations, {evals.get('train_seconds', 0) / 60:.1f} min"))
+    return extra
+
+
 def _solver_text(solver) -> str:
     if solver.method in ("rk4", "euler", "midpoint"):
         steps = solver.steps_per_layer
@@ -86,11 +102,7 @@ def model_facts(served: ServedModel) -> dict:
     evals = served.metadata.get("eval") or {}
     timing = chip_timing(spec.end_time, spec.hardware)
     cap_j, dev_j = capacitor_energy_j(spec), device_energy_bound_j(spec)
-    extra = []
-    if "log_z" in evals:
-        extra.append(("log Z (the bound is −log Z)", f"{evals['log_z']:.3f}"))
-    if "iterations" in evals:
-        extra.append(("training", f"{evals['iterations']} iterations, {evals.get('train_seconds', 0) / 60:.1f} min"))
+    extra = evaluation_extras(evals)
     return {
         "name": served.name, "version": served.version, "task": evals.get("task", spec.name),
         "data_dim": spec.data_dim, "device": spec.device, "layers": len(spec.layers),

@@ -85,6 +85,9 @@ class Row:
     source: str
     steps_per_layer: str
     note: str = ""
+    # the same graph (same RK4 steps, float32) in onnxruntime, one thread (CPU rows only)
+    ort_ms: float | None = None
+    ours_over_ort: float | None = None  # > 1: onnxruntime is faster (the service then uses it)
 
 
 def environment() -> dict:
@@ -193,6 +196,7 @@ def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_bu
         model = model.to(dev)
         steps = model.spec.solver.steps_per_layer
         steps_s = ",".join(map(str, steps)) if isinstance(steps, tuple) else str(steps)
+        sessions = _ort_sessions(model) if dev.type == "cpu" else {}
         base = PublishedBaseline(model, device=dev)  # same device as ours
         base.sample(torch.zeros(1, model.data_dim))  # warm the published code path once
         last_baseline: dict[str, tuple[int, float]] = {}  # kind -> (batch, ms), to bound run time
@@ -241,6 +245,11 @@ def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_bu
                     bx = _err(torch.cat([o[0] for o in b_outs]), want_x)
                     bl = _err(torch.cat([o[1] for o in b_outs]), want_lp)
                     last_baseline[kind] = (batch, b_ms)
+                ort_ms = None
+                if kind in sessions:
+                    sess = sessions[kind]
+                    feed = {sess.get_inputs()[0].name: inp.to(torch.float32).numpy()}
+                    ort_ms = _time(functools.partial(sess.run, None, feed), ours_budget_s, 200, 3, 2, sync)[0]
                 if note:
                     progress(f"{name} {kind} batch {batch}: {note}")
                 row = Row(model=name, kind=kind, batch=batch, baseline_ms=b_ms, ours_ms=ours_ms,
@@ -251,10 +260,21 @@ def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_bu
                           baseline_error_x=bx, baseline_error_logp=bl, ours_error_x=ox, ours_error_logp=ol,
                           accurate=None if bx is None else (ox <= bx and ol <= bl),
                           baseline_nfe=b_nfe, ours_nfe=res.stats.nfe, baseline_repeats=b_n, ours_repeats=ours_n,
-                          error_rows=n_ref, source=source, steps_per_layer=steps_s, note=note)
+                          error_rows=n_ref, source=source, steps_per_layer=steps_s, note=note,
+                          ort_ms=ort_ms, ours_over_ort=None if ort_ms is None else ours_ms / ort_ms)
                 rows.append(row)
                 progress(format_row(row))
     return rows
+
+
+def _ort_sessions(model: KirchhoffNet) -> dict:
+    """onnxruntime sessions of the model's graphs with its serving RK4 steps (export/onnx_graphs.py),
+    by kind; none for a model served otherwise."""
+    from export.onnx_graphs import onnx_graph, session
+    if model.spec.solver.method != "rk4":
+        return {}
+    kinds = ("sample", "logprob") if model.spec.bijective else ("sample",)
+    return {kind: session(onnx_graph(model, kind)) for kind in kinds}
 
 
 def _f(x, spec: str) -> str:
@@ -262,7 +282,7 @@ def _f(x, spec: str) -> str:
 
 
 HEADER = ("model", "kind", "batch", "baseline ms", "ours ms", "ratio", "ratio (CPU time)", "baseline err",
-          "ours err", "ours≤base", "NFE base/ours")
+          "ours err", "ours≤base", "NFE base/ours", "ORT ms", "ours/ORT")
 
 
 def format_row(r: Row) -> str:
@@ -270,7 +290,7 @@ def format_row(r: Row) -> str:
              _f(r.ratio, ".1f") + ("×" if r.ratio else ""), _f(r.ratio_cpu, ".1f") + ("×" if r.ratio_cpu else ""),
              _f(r.baseline_error, ".1e"), _f(r.ours_error, ".1e"),
              "—" if r.accurate is None else ("yes" if r.accurate else "NO"),
-             f"{_f(r.baseline_nfe, 'd')}/{r.ours_nfe}")
+             f"{_f(r.baseline_nfe, 'd')}/{r.ours_nfe}", _f(r.ort_ms, ".3f"), _f(r.ours_over_ort, ".2f"))
     return "| " + " | ".join(cells) + " |"
 
 

@@ -26,6 +26,7 @@ import collections
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -35,6 +36,9 @@ from models.flow import FlowResult, KirchhoffNet
 from models.solvers import SolveStats, Status
 
 from .solver_threads import SolverThreads
+
+if TYPE_CHECKING:
+    from export.ort_runtime import OrtRuntime
 
 
 @dataclass(frozen=True)
@@ -64,15 +68,21 @@ def solve(model: KirchhoffNet, key: SolveKey, x: Tensor) -> FlowResult:
         return model.log_prob(x, key.solver)
 
 
-def solve_to_cpu(model: KirchhoffNet, key: SolveKey, x: Tensor) -> Outcome:
+def solve_to_cpu(model: KirchhoffNet, key: SolveKey, x: Tensor, runtime: OrtRuntime | None = None) -> Outcome:
     """:func:`solve`, its answer moved to float64 on the CPU, all in the calling (solver) thread:
-    the event loop only hands rows out and results back.
+    the event loop only hands rows out and results back. With ``runtime``, the model's ONNX
+    graph in onnxruntime answers instead wherever it was measured faster for this many rows
+    (export/ort_runtime.py; sampling only with log q, as measured).
 
     ``stats.wall_s`` becomes the whole call's wall time (the integration plus moving the rows to
     the model's device and back and the prior's log-density), what a request waits on the solver
     for: the ``solve_s`` of the answers and ``knet_solve_seconds``."""
     started = time.perf_counter()
-    res = solve(model, key, x)
+    if (runtime is not None and (key.endpoint == "logprob" or key.with_logprob)
+            and runtime.serves(key.endpoint, key.solver, x.shape[0])):
+        res = FlowResult(*runtime.run(key.endpoint, x, key.solver))
+    else:
+        res = solve(model, key, x)
     out = Outcome(_cpu(res.x), None if res.logp is None else _cpu(res.logp), res.stats)
     out.stats.wall_s = time.perf_counter() - started
     return out
@@ -99,8 +109,10 @@ class MicroBatcher:
     """Queue and solver loop of one model. Create inside the running event loop."""
 
     def __init__(self, model: KirchhoffNet, max_batch_rows: int, slice_rows: int,
-                 on_solve: OnSolve | None = None, enabled: bool = True, solver_threads: int = 2):
+                 on_solve: OnSolve | None = None, enabled: bool = True, solver_threads: int = 2,
+                 runtime: OrtRuntime | None = None):
         self.model = model
+        self.runtime = runtime  # onnxruntime where measured faster (export/ort_runtime.py), else None
         self.max_batch_rows = max_batch_rows
         self.slice_rows = slice_rows
         self.on_solve = on_solve or (lambda *a: None)
@@ -114,7 +126,7 @@ class MicroBatcher:
     async def submit(self, key: SolveKey, x: Tensor) -> Outcome:
         """Solve ``x (rows, d)`` (float64, CPU) under ``key``; returns when all its rows are done."""
         if not self.enabled:  # baseline: every request solved alone, in parallel threads
-            out = await asyncio.to_thread(solve_to_cpu, self.model, key, x)
+            out = await asyncio.to_thread(solve_to_cpu, self.model, key, x, self.runtime)
             self.on_solve(key, x.shape[0], out.stats)
             return out
         loop = asyncio.get_running_loop()
@@ -123,7 +135,8 @@ class MicroBatcher:
             # here instead and save the hand-offs through the queue (docs/service.md)
             await self._slots.acquire()  # free, so this does not wait
             # the slot is released when the thread is done, even if this request is cancelled
-            out = await self._threads.submit(solve_to_cpu, self.model, key, x, on_finish=self._slots.release)
+            out = await self._threads.submit(solve_to_cpu, self.model, key, x, self.runtime,
+                                             on_finish=self._slots.release)
             loop.call_soon(self.on_solve, key, x.shape[0], out.stats)
             return out
         if self._task is None or self._task.done():
@@ -158,7 +171,7 @@ class MicroBatcher:
             torch.cat([p.x[start:start + n] for p, start, n in segments])
         loop = asyncio.get_running_loop()
         try:
-            out = await self._threads.submit(solve_to_cpu, self.model, key, x)
+            out = await self._threads.submit(solve_to_cpu, self.model, key, x, self.runtime)
         except Exception as err:  # an unexpected failure fails its batch, not the loop
             for p, _, _ in segments:
                 self._fail(p, err)

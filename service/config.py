@@ -22,6 +22,7 @@ Defaults are below; each field can be overridden by an environment variable
 | ``threads`` | 1 | torch intra-op threads per worker |
 | ``device`` | auto | ``auto`` (CUDA when available), ``cpu`` or ``cuda`` |
 | ``warmup`` | true | run one tiny solve per model before reporting ready |
+| ``runtime`` | auto | ``auto``: onnxruntime per model and batch size where measured faster; ``engine``: never |
 | ``noop_routes`` | false | also serve ``POST /noop/sample``, ``/noop/logprob``: same schemas, no solve |
 """
 from __future__ import annotations
@@ -56,6 +57,7 @@ class ServiceSettings(BaseModel):
     threads: int = Field(1, ge=1, description="torch intra-op threads per worker")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     warmup: bool = True
+    runtime: Literal["auto", "engine"] = "auto"
     noop_routes: bool = Field(False, description="serve /noop/sample and /noop/logprob (benchmark reference)")
 
     @classmethod

@@ -8,6 +8,7 @@ unavailable; the others are served regardless.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ class ServedModel:
     batcher: MicroBatcher | None = field(default=None, repr=False)
     robustness: dict[str, Any] | None = None  # summary of the stored robustness.json (service.store)
     created: str | None = None  # when this version was stored (ISO 8601, UTC)
+    runtime: Any = None  # export.ort_runtime.OrtRuntime where onnxruntime answers some sizes
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "created": self.created, **self.metadata,
@@ -95,6 +97,8 @@ class Registry:
             logger.info("serving model %s (%s) on %s", name, m.tag, device)
         if self.settings.warmup:
             self.warm_up()
+        if self.settings.runtime == "auto" and device == "cpu":
+            self.measure_runtimes()
         self.ready = bool(self.models)
         if not self.models:
             logger.error("no KirchhoffNet model could be loaded from the BentoML store; run `knet store`")
@@ -123,6 +127,22 @@ class Registry:
             if not res.stats.ok:
                 logger.warning("warm-up of %s: %s", served.name, res.stats.message)
 
+    def measure_runtimes(self) -> None:
+        """Time onnxruntime against the engine for every served version (export/ort_runtime.py),
+        keeping it where it wins; any failure leaves that model on the engine, logged."""
+        from export.ort_runtime import OrtRuntime
+        for served in [s for versions in self.versions.values() for s in versions.values()]:
+            t = time.perf_counter()
+            try:
+                served.runtime = OrtRuntime.measure(served.model, served.solver)
+            except Exception as err:
+                logger.warning("onnxruntime not used for %s: %s", served.name, err)
+                continue
+            if served.runtime is not None:
+                wins = [f"{m.direction}@{m.batch}" for m in served.runtime.table if m.use_ort]
+                logger.info("runtimes of %s measured in %.1f s; onnxruntime answers: %s", served.name,
+                            time.perf_counter() - t, ", ".join(wins) or "nothing (the engine is faster)")
+
     def batcher(self, served: ServedModel) -> MicroBatcher:
         """The model's batcher (recording every solve in the metrics), created on first use
         inside the event loop."""
@@ -131,7 +151,7 @@ class Registry:
                 observe_solve(served.name, key.endpoint, rows, stats)
             served.batcher = MicroBatcher(served.model, self.settings.max_batch_rows, self.settings.slice_rows,
                                           on_solve, enabled=self.settings.batching,
-                                          solver_threads=self.settings.solver_threads)
+                                          solver_threads=self.settings.solver_threads, runtime=served.runtime)
         return served.batcher
 
     def close(self) -> None:

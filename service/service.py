@@ -253,7 +253,8 @@ async def model_info(request: Request) -> Response:
         links = {k: base + k for k in [*_artifact_kinds(), *_stored_file_kinds(served)]}
     except ServiceError:
         links = {}
-    return JSONResponse({**served.info(), "robustness": served.robustness, "artifacts": links})
+    runtimes = None if served.runtime is None else served.runtime.describe()
+    return JSONResponse({**served.info(), "robustness": served.robustness, "runtimes": runtimes, "artifacts": links})
 
 
 async def model_versions(request: Request) -> Response:

@@ -54,6 +54,12 @@ def test_models_listing_and_corrupt_model_isolated(server):
     assert info["checkpoint_sha256"] == content_hash(cks["tiny3"])
     assert (info["data_dim"], info["edges"]) == (3, spec.num_edges)
     assert info["projected_chip_latency_s"] == pytest.approx(projected_latency_s(spec))
+    # the runtimes measured at warm-up (KNET_SERVICE_RUNTIME=auto): every probe, and who answers it
+    runtimes = info["runtimes"]
+    assert {(r["direction"], r["batch"]) for r in runtimes} == {(d, b) for d in ("sample", "logprob")
+                                                                for b in (1, 16, 64, 256, 1024)}
+    assert all(r["answers"] in ("engine", "onnxruntime") and r["parity"] >= 0 for r in runtimes)
+    assert all(r["answers"] == "engine" for r in runtimes if r["parity"] > 1e-5)
     r = client.get("/models/broken")
     assert r.status_code == 404 and "not loadable" in r.json()["error"]
 

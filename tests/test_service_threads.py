@@ -46,21 +46,32 @@ def test_sequential_work_stays_on_the_most_recently_idle_thread():
 
 
 def test_more_work_than_threads_waits_in_order_and_all_of_it_runs():
+    lock = threading.Lock()
     started: list[int] = []
+    running, peak = 0, 0
 
     def job(i):
-        started.append(i)
+        nonlocal running, peak
+        with lock:
+            started.append(i)
+            running += 1
+            peak = max(peak, running)
         time.sleep(0.01)
+        with lock:
+            running -= 1
         return i * i
 
-    async def main():
-        pool = SolverThreads(2)
+    async def main(n_threads, n_jobs):
+        pool = SolverThreads(n_threads)
         try:
-            return await asyncio.gather(*(pool.submit(job, i) for i in range(8)))
+            return await asyncio.gather(*(pool.submit(job, i) for i in range(n_jobs)))
         finally:
             pool.close()
-    assert _run(main) == [i * i for i in range(8)]
-    assert sorted(started[:2]) == [0, 1] and started[2:] == list(range(2, 8))
+    assert _run(lambda: main(1, 6)) == [i * i for i in range(6)]
+    assert started == list(range(6)) and peak == 1  # one thread: strictly first come, first served
+    started.clear()
+    assert _run(lambda: main(2, 8)) == [i * i for i in range(8)]
+    assert sorted(started) == list(range(8)) and peak == 2  # never more at once than threads
 
 
 def test_on_finish_runs_when_the_thread_is_done_even_if_the_caller_gave_up():

@@ -131,6 +131,7 @@ def test_cli_bench_json_rows(tmp_path, capsys):
             assert key in r
         assert r["ratio"] == r["baseline_ms"] / r["ours_ms"]
         assert 0 <= r["ours_error"] < 0.1 and 0 <= r["baseline_error"] < 0.1
+        assert r["ort_ms"] > 0 and r["ours_over_ort"] == r["ours_ms"] / r["ort_ms"]  # the same graph in ORT
     assert (tmp_path / "b.csv").read_text().startswith("model,kind,batch")
 
 

@@ -3,11 +3,12 @@
 The graphs (export/onnx_graphs.py) unroll the same fixed RK4 steps the engine takes, so the two
 runtimes compute the same function in float32 and differ only in rounding. Which one answers is
 decided per model, direction and batch size by measurement (:meth:`OrtRuntime.measure`, run
-once when the service warms up): both are timed side by side (alternating, best of five),
-one thread each, on the probe batch sizes, and onnxruntime answers a size only where it took
-at most :data:`SPEED_MARGIN` of the engine's time and every output agreed within
-:data:`PARITY_RTOL`. A request uses the
-row of the smallest probe size at or above its row count (the largest beyond it).
+once when the service warms up): both are timed side by side, alternating, one thread each
+(best of five; of three above 64 rows), on the probe batch sizes, and onnxruntime answers a
+size only where it took at most :data:`SPEED_MARGIN` of the engine's time and every output
+agreed within :data:`PARITY_RTOL`. A request uses the row of the smallest probe size at or
+above its row count (the largest beyond it). Probing a direction stops after a probe slower
+than :data:`PROBE_MAX_S`, which bounds the warm-up of big circuits (784-D: after 16 rows).
 
 Bounds, as on the engine's paths: the graph's step count is fixed, so a solver whose step
 budget it exceeds is left to the engine (which reports MAX_STEPS); one ``run`` cannot be stopped
@@ -34,6 +35,7 @@ from .onnx_graphs import onnx_graph, session
 PROBE_BATCHES = (1, 16, 64, 256, 1024)
 SPEED_MARGIN = 0.9  # onnxruntime must take ≤ 0.9 × the engine's time: a noisy tie keeps the engine
 PARITY_RTOL = 1e-5  # |ORT − engine| ≤ 1e-5 · max(1, |engine|) on every output, or ORT is not used
+PROBE_MAX_S = 0.1  # a probe slower than this ends the probing of a direction (784-D: after 16 rows)
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,10 @@ class OrtRuntime:
         for direction in directions:
             for batch in sorted(batches):
                 x = torch.randn(batch, model.data_dim, generator=gen)
-                runtime.table.append(runtime._probe(model, solver, direction, x, repeats))
+                m = runtime._probe(model, solver, direction, x, repeats)
+                runtime.table.append(m)
+                if max(m.ort_s, m.engine_s) > PROBE_MAX_S:
+                    break  # larger sizes use this row: bounded warm-up for big circuits
         return runtime
 
     def _probe(self, model: KirchhoffNet, solver: SolverConfig, direction: str, x: Tensor,
@@ -92,7 +97,7 @@ class OrtRuntime:
         parity = max(float(((g - w).abs() / w.abs().clamp(min=1.0)).max())
                      for g, w in zip(got, want) if w is not None)
         ort_t, engine_t = [], []
-        for _ in range(repeats):  # alternated, so a noisy moment hits both
+        for _ in range(repeats if x.shape[0] <= 64 else min(repeats, 3)):  # alternated: noise hits both
             for fn, times in ((ort, ort_t), (engine, engine_t)):
                 t = time.perf_counter()
                 fn()

@@ -67,3 +67,12 @@ def test_an_overrun_is_reported_and_its_answer_withheld_by_status():
     assert stats.status == Status.TIMEOUT and "wall-clock" in stats.message
     _, _, stats = runtime.run("sample", torch.full((2, 2), float("nan")), model.spec.solver)
     assert stats.status == Status.NONFINITE
+
+
+def test_probing_stops_after_a_slow_probe(monkeypatch):
+    from export import ort_runtime
+    monkeypatch.setattr(ort_runtime, "PROBE_MAX_S", 0.0)  # every probe counts as slow
+    model = tiny_model(torch.float32, steps=8)
+    runtime = OrtRuntime.measure(model, model.spec.solver, batches=(1, 16, 64), repeats=1)
+    assert [(m.direction, m.batch) for m in runtime.table] == [("sample", 1), ("logprob", 1)]
+    assert runtime.choice("sample", 1000).batch == 1  # larger requests use the last row measured

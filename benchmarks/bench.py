@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import roofline
 from benchmarks.baseline import PublishedBaseline
 from models import calibration
 from models.checkpoint import load_model
@@ -88,6 +89,8 @@ class Row:
     # the same graph (same RK4 steps, float32) in onnxruntime, one thread (CPU rows only)
     ort_ms: float | None = None
     ours_over_ort: float | None = None  # > 1: onnxruntime is faster (the service then uses it)
+    ours_gflops: float | None = None  # nominal FLOPs (benchmarks/roofline.py) / ours_ms
+    peak_fraction: float | None = None  # ours_gflops over one core's float32 GEMM rate
 
 
 def environment() -> dict:
@@ -105,6 +108,8 @@ def environment() -> dict:
                python=platform.python_version(), threads=torch.get_num_threads(),
                cpu_capability=torch.backends.cpu.get_cpu_capability(),
                cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+    # the GFLOP/s column's reference: one core's float32 GEMM rate (benchmarks/roofline.py)
+    env["peak_gflops_float32_gemm"] = round(roofline.peak_gflops(), 2)
     try:
         env["load_average"] = os.getloadavg()[0]
     except OSError:
@@ -190,6 +195,7 @@ def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_bu
     """
     rows = []
     dev = torch.device(device)
+    peak = roofline.peak_gflops() if dev.type == "cpu" else None
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
     for name in models:
         model, source = bench_model(name, progress)
@@ -262,6 +268,12 @@ def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_bu
                           baseline_nfe=b_nfe, ours_nfe=res.stats.nfe, baseline_repeats=b_n, ours_repeats=ours_n,
                           error_rows=n_ref, source=source, steps_per_layer=steps_s, note=note,
                           ort_ms=ort_ms, ours_over_ort=None if ort_ms is None else ours_ms / ort_ms)
+                if model.spec.solver.method == "rk4":
+                    n_layers = len(model.spec.layers)
+                    flops = roofline.nominal_flops(model, [model.spec.solver.steps_for(k, n_layers)
+                                                           for k in range(n_layers)], inp.shape[0])
+                    row.ours_gflops = flops / (ours_ms * 1e-3) / 1e9
+                    row.peak_fraction = row.ours_gflops / peak if peak else None
                 rows.append(row)
                 progress(format_row(row))
     return rows
@@ -282,7 +294,7 @@ def _f(x, spec: str) -> str:
 
 
 HEADER = ("model", "kind", "batch", "baseline ms", "ours ms", "ratio", "ratio (CPU time)", "baseline err",
-          "ours err", "ours≤base", "NFE base/ours", "ORT ms", "ours/ORT")
+          "ours err", "ours≤base", "NFE base/ours", "ORT ms", "ours/ORT", "GFLOP/s (% of peak)")
 
 
 def format_row(r: Row) -> str:
@@ -290,7 +302,9 @@ def format_row(r: Row) -> str:
              _f(r.ratio, ".1f") + ("×" if r.ratio else ""), _f(r.ratio_cpu, ".1f") + ("×" if r.ratio_cpu else ""),
              _f(r.baseline_error, ".1e"), _f(r.ours_error, ".1e"),
              "—" if r.accurate is None else ("yes" if r.accurate else "NO"),
-             f"{_f(r.baseline_nfe, 'd')}/{r.ours_nfe}", _f(r.ort_ms, ".3f"), _f(r.ours_over_ort, ".2f"))
+             f"{_f(r.baseline_nfe, 'd')}/{r.ours_nfe}", _f(r.ort_ms, ".3f"), _f(r.ours_over_ort, ".2f"),
+             "—" if r.ours_gflops is None else
+             f"{r.ours_gflops:.2f}" + ("" if r.peak_fraction is None else f" ({100 * r.peak_fraction:.1f} %)"))
     return "| " + " | ".join(cells) + " |"
 
 

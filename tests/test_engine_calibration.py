@@ -132,6 +132,8 @@ def test_cli_bench_json_rows(tmp_path, capsys):
         assert r["ratio"] == r["baseline_ms"] / r["ours_ms"]
         assert 0 <= r["ours_error"] < 0.1 and 0 <= r["baseline_error"] < 0.1
         assert r["ort_ms"] > 0 and r["ours_over_ort"] == r["ours_ms"] / r["ort_ms"]  # the same graph in ORT
+        peak = doc["environment"]["peak_gflops_float32_gemm"]  # rounded to 0.01 in the environment
+        assert r["ours_gflops"] > 0 and r["peak_fraction"] == pytest.approx(r["ours_gflops"] / peak, rel=1e-2)
     assert (tmp_path / "b.csv").read_text().startswith("model,kind,batch")
 
 
@@ -173,3 +175,12 @@ def test_targets_below_the_float32_floor_fail_fast_naming_it():
     model = tiny_model(torch.float32, steps=8)
     with pytest.raises(ValueError, match="rounding floor"):
         calibration.calibrate(model, points=16, single_requests=0, tolerance_cap=1e-12)
+
+
+def test_nominal_flops_count_devices_and_nodes_per_evaluation():
+    from benchmarks.roofline import FLOPS_PER_DEVICE, FLOPS_PER_NODE, nominal_flops
+    model = tiny_model(torch.float32, steps=8)
+    layers = model.spec.layers
+    want = sum(4 * 3 * 5 * (FLOPS_PER_DEVICE * len(la.edges) + FLOPS_PER_NODE * la.nodes) for la in layers)
+    assert nominal_flops(model, [3] * len(layers), 5) == want
+    assert nominal_flops(model, [6] * len(layers), 10) == 4 * want  # linear in steps and rows

@@ -139,6 +139,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.budget_s <= 0 or any(k < 1 for k in args.components) or 1 not in args.components:
         raise UserInputError("--budget-s must be > 0 and --components positive, including 1 (the Gaussian)")
     from tqdm import tqdm
+    if args.flows:
+        try:
+            import zuko  # noqa: F401
+        except ImportError:
+            raise UserInputError("the flows need zuko: pip install -e '.[peers]' "
+                                 "(or pass --flows with no names)") from None
     fit, val, test = splits()
     rows = fit_mixtures(fit, val, test.numpy(), tuple(sorted(set(args.components))))
     for kind in args.flows:

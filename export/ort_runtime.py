@@ -67,13 +67,9 @@ class OrtRuntime:
         None where onnxruntime cannot stand in (not RK4, not float32 on the CPU)."""
         if solver.method != "rk4" or model.device.type != "cpu" or model.dtype != torch.float32:
             return None
-        n_layers = len(model.spec.layers)
-        steps = tuple(solver.steps_for(k, n_layers) for k in range(n_layers))
-        directions = ("sample", "logprob") if model.spec.bijective else ("sample",)
-        sessions = {d: session(onnx_graph(model, d, steps=list(steps))) for d in directions}
-        runtime = cls(sessions, steps, [])
+        runtime = cls.for_solver(model, solver)
         gen = torch.Generator().manual_seed(seed)
-        for direction in directions:
+        for direction in runtime.sessions:
             for batch in sorted(batches):
                 x = torch.randn(batch, model.data_dim, generator=gen)
                 m = runtime._probe(model, solver, direction, x, repeats)
@@ -81,6 +77,17 @@ class OrtRuntime:
                 if max(m.ort_s, m.engine_s) > PROBE_MAX_S:
                     break  # larger sizes use this row: bounded warm-up for big circuits
         return runtime
+
+    @classmethod
+    def for_solver(cls, model: KirchhoffNet, solver: SolverConfig) -> OrtRuntime:
+        """Sessions for ``solver``'s RK4 steps, with no measurement (an empty table: :meth:`serves`
+        says no; :meth:`run` still runs). ValueError unless RK4."""
+        if solver.method != "rk4":
+            raise ValueError(f"onnxruntime runs the unrolled RK4 graph; the solver is {solver.method}")
+        n_layers = len(model.spec.layers)
+        steps = tuple(solver.steps_for(k, n_layers) for k in range(n_layers))
+        directions = ("sample", "logprob") if model.spec.bijective else ("sample",)
+        return cls({d: session(onnx_graph(model, d, steps=list(steps))) for d in directions}, steps, [])
 
     def _probe(self, model: KirchhoffNet, solver: SolverConfig, direction: str, x: Tensor,
                repeats: int) -> Measurement:

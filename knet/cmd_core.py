@@ -21,12 +21,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-logprob", action="store_true", help="skip the log-density channel")
     add_solver_args(p)
+    _add_runtime_arg(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("logprob", help="log-density of points; prints JSON")
     add_model_arg(p)
     p.add_argument("--points", required=True, help="JSON file with a list of points, or - for stdin")
     add_solver_args(p)
+    _add_runtime_arg(p)
     p.set_defaults(func=cmd_logprob)
 
     p = sub.add_parser("eval", help="evaluate a model on its task; prints JSON")
@@ -51,13 +53,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_import)
 
 
+def _add_runtime_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", choices=["engine", "onnxruntime"], default="engine",
+                   help="onnxruntime: run the model's ONNX graph (RK4, float32, CPU), equal to the engine within "
+                        "1e-5; the service picks per batch size by measurement (default: engine)")
+
+
+def _solve(model, args: argparse.Namespace, direction: str, x: torch.Tensor, with_logprob: bool = True):
+    """The flow result for ``x`` (latents for sample, points for logprob) on the chosen runtime."""
+    from models.flow import FlowResult
+    solver = solver_from_args(model, args)
+    if args.runtime == "onnxruntime":
+        if solver.method != "rk4" or model.dtype != torch.float32 or model.device.type != "cpu":
+            raise UserInputError("--runtime onnxruntime runs the RK4 graph in float32 on the CPU: "
+                                 "use --method rk4, --dtype float32 and the CPU")
+        from export.ort_runtime import OrtRuntime
+        out, logp, stats = OrtRuntime.for_solver(model, solver).run(direction, x, solver)
+        return FlowResult(out, logp if with_logprob else None, stats)
+    with torch.no_grad():
+        if direction == "sample":
+            return model.sample(len(x), solver=solver, with_logprob=with_logprob, z=x)
+        return model.log_prob(x, solver)
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UserInputError("-n must be >= 1")
     model = load(args)
-    gen = torch.Generator().manual_seed(args.seed)
-    with torch.no_grad():
-        res = model.sample(args.n, gen, solver_from_args(model, args), with_logprob=not args.no_logprob)
+    # the latents as model.sample draws them from the seed, whichever runtime solves
+    z = torch.randn(args.n, model.data_dim, generator=torch.Generator().manual_seed(args.seed), dtype=torch.float64)
+    res = _solve(model, args, "sample", z, with_logprob=not args.no_logprob)
     out = {"samples": finite_list(res.x), "logprob": None if res.logp is None else finite_list(res.logp),
            "status": res.stats.status.name.lower(), "nfe": res.stats.nfe}
     print_json(out)
@@ -93,8 +118,7 @@ def cmd_logprob(args: argparse.Namespace) -> int:
         raise UserInputError(f"model {model.spec.name!r} changes node counts between layers, so it has no "
                              "log-density; `knet sample` still works")
     x = read_points(args.points, model.data_dim)
-    with torch.no_grad():
-        res = model.log_prob(x, solver_from_args(model, args))
+    res = _solve(model, args, "logprob", x)
     print_json({"logprob": finite_list(res.logp), "status": res.stats.status.name.lower(), "nfe": res.stats.nfe})
     return 0 if res.stats.ok else 1
 

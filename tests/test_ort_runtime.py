@@ -76,3 +76,28 @@ def test_probing_stops_after_a_slow_probe(monkeypatch):
     runtime = OrtRuntime.measure(model, model.spec.solver, batches=(1, 16, 64), repeats=1)
     assert [(m.direction, m.batch) for m in runtime.table] == [("sample", 1), ("logprob", 1)]
     assert runtime.choice("sample", 1000).batch == 1  # larger requests use the last row measured
+
+
+def test_cli_runs_either_runtime_with_equal_answers(tmp_path, capsys):
+    import json
+
+    from helpers import tiny_checkpoint
+
+    from knet.cli import main
+    ck = str(tiny_checkpoint(tmp_path / "m", steps=8))
+    answers = {}
+    for runtime in ("engine", "onnxruntime"):
+        assert main(["sample", ck, "-n", "6", "--seed", "2", "--runtime", runtime]) == 0
+        answers[runtime] = json.loads(capsys.readouterr().out)
+    for key in ("samples", "logprob"):
+        a, b = (torch.tensor(answers[r][key], dtype=torch.float64) for r in ("engine", "onnxruntime"))
+        assert float(((a - b).abs() / a.abs().clamp(min=1)).max()) <= 1e-5
+    assert answers["engine"]["nfe"] == answers["onnxruntime"]["nfe"]
+    (tmp_path / "p.json").write_text(json.dumps(answers["engine"]["samples"]))
+    logps = []
+    for runtime in ("engine", "onnxruntime"):
+        assert main(["logprob", ck, "--points", str(tmp_path / "p.json"), "--runtime", runtime]) == 0
+        logps.append(torch.tensor(json.loads(capsys.readouterr().out)["logprob"], dtype=torch.float64))
+    assert float(((logps[0] - logps[1]).abs() / logps[0].abs().clamp(min=1)).max()) <= 1e-5
+    assert main(["sample", ck, "--runtime", "onnxruntime", "--method", "dopri5"]) == 2
+    assert "RK4 graph" in capsys.readouterr().err

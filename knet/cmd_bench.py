@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance", type=float, help="also cap the target at this absolute error")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="dtype the service runs the model in")
+    p.add_argument("--tiers", nargs="*", type=float, metavar="NATS",
+                   help="instead: verified accuracy tiers for these log p tolerances (default 1e-2 1e-3 1e-4), "
+                        "searched on the model's samples and diverse inputs, verified on held-out ones")
     p.set_defaults(func=cmd_calibrate)
 
 
@@ -66,6 +69,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     directory = resolve(args.model)
     model = load_model(directory, torch.float32 if args.dtype == "float32" else torch.float64)
 
+    if args.tiers is not None:
+        return _calibrate_tiers(args, directory, model)
+
     def progress(k: int, steps: int) -> None:
         print(f"layer {k}: {steps} RK4 steps", file=sys.stderr)
 
@@ -77,3 +83,32 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         out["written"] = str(directory / CIRCUIT_FILE)
     print_json(out)
     return 0
+
+
+def _calibrate_tiers(args: argparse.Namespace, directory, model) -> int:
+    """``knet calibrate MODEL --tiers [NATS ...] [--write]`` (models/accuracy.py)."""
+    from models.accuracy import DEFAULT_TOLERANCES, calibrate_tiers
+    from models.checkpoint import CIRCUIT_FILE, atomic_write, circuit_bytes
+    from models.data import TASKS
+    from models.zoo import task_name
+
+    from .common import print_json
+
+    tolerances = tuple(args.tiers) or DEFAULT_TOLERANCES
+    if any(not t > 0 for t in tolerances):
+        raise UserInputError("--tiers: tolerances must be > 0 (nats)")
+    task = TASKS.get(task_name(directory, model.spec.name))
+    try:
+        tiers, missing = calibrate_tiers(model, task, tolerances, points=args.points, seed=args.seed,
+                                         progress=lambda line: print(line, file=sys.stderr))
+    except ValueError as err:
+        raise UserInputError(f"{args.model}: {err}") from None
+    out = {"tiers": [t.model_dump(mode="json") for t in tiers], "missing": {f"{k:g}": v for k, v in missing.items()},
+           "task": None if task is None else task.name}
+    if args.write:
+        spec = model.spec.model_copy(update={"accuracy_tiers": tuple(tiers)})
+        atomic_write(directory / CIRCUIT_FILE, circuit_bytes(spec))
+        out["written"] = str(directory / CIRCUIT_FILE)
+    print_json(out)
+    return 0
+

@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-logprob", action="store_true", help="skip the log-density channel")
     add_solver_args(p)
     _add_runtime_arg(p)
+    _add_accuracy_arg(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("logprob", help="log-density of points; prints JSON")
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--points", required=True, help="JSON file with a list of points, or - for stdin")
     add_solver_args(p)
     _add_runtime_arg(p)
+    _add_accuracy_arg(p)
     p.set_defaults(func=cmd_logprob)
 
     p = sub.add_parser("eval", help="evaluate a model on its task; prints JSON")
@@ -53,16 +55,53 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_import)
 
 
+def _add_accuracy_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tolerance", type=float, metavar="NATS",
+                   help="largest acceptable log p error: the fewest-step verified accuracy tier within it "
+                        "(default: the 1e-3 tier when the model has tiers and no solver flag is given)")
+
+
 def _add_runtime_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", choices=["engine", "onnxruntime"], default="engine",
                    help="onnxruntime: run the model's ONNX graph (RK4, float32, CPU), equal to the engine within "
                         "1e-5; the service picks per batch size by measurement (default: engine)")
 
 
-def _solve(model, args: argparse.Namespace, direction: str, x: torch.Tensor, with_logprob: bool = True):
-    """The flow result for ``x`` (latents for sample, points for logprob) on the chosen runtime."""
-    from models.flow import FlowResult
+def _tier_and_solver(model, args: argparse.Namespace):
+    """``(tier or None, solver)``: the tier ``--tolerance`` picks, or the default tier when the
+    model has tiers and no solver flag is given, else the solver the flags say."""
+    from models.accuracy import choose_tier, tier_solver
     solver = solver_from_args(model, args)
+    flags = any(getattr(args, k) is not None for k in ("method", "steps", "rtol", "atol"))
+    if args.tolerance is not None and not args.tolerance > 0:
+        raise UserInputError("--tolerance must be > 0 (nats)")
+    if args.tolerance is None and flags:
+        return None, solver
+    try:
+        tier = choose_tier(model.spec.accuracy_tiers, args.tolerance)
+    except ValueError as err:
+        raise UserInputError(f"--tolerance: {err}") from None
+    return tier, solver if tier is None else tier_solver(solver, tier)
+
+
+def _accuracy(tier, with_logprob: bool, **inputs) -> dict:
+    from models.accuracy import in_region
+    if tier is None:
+        return {"error_bound": None, "in_verified_region": None}
+    return {"error_bound": tier.max_error_logp if with_logprob else None,
+            "in_verified_region": in_region(tier, **inputs)}
+
+
+def _solve(model, args: argparse.Namespace, direction: str, x: torch.Tensor, with_logprob: bool = True):
+    """The flow result for ``x`` (latents for sample, points for logprob) on the chosen runtime
+    and accuracy tier, and its ``error_bound`` / ``in_verified_region``."""
+    tier, solver = _tier_and_solver(model, args)
+    accuracy = _accuracy(tier, with_logprob, **({"latents": x} if direction == "sample" else {"points": x}))
+    return _run(model, args, direction, x, solver, with_logprob), accuracy
+
+
+def _run(model, args: argparse.Namespace, direction: str, x: torch.Tensor, solver, with_logprob: bool):
+    from models.flow import FlowResult
     if args.runtime == "onnxruntime":
         if solver.method != "rk4" or model.dtype != torch.float32 or model.device.type != "cpu":
             raise UserInputError("--runtime onnxruntime runs the RK4 graph in float32 on the CPU: "
@@ -82,9 +121,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model = load(args)
     # the latents as model.sample draws them from the seed, whichever runtime solves
     z = torch.randn(args.n, model.data_dim, generator=torch.Generator().manual_seed(args.seed), dtype=torch.float64)
-    res = _solve(model, args, "sample", z, with_logprob=not args.no_logprob)
+    res, accuracy = _solve(model, args, "sample", z, with_logprob=not args.no_logprob)
     out = {"samples": finite_list(res.x), "logprob": None if res.logp is None else finite_list(res.logp),
-           "status": res.stats.status.name.lower(), "nfe": res.stats.nfe}
+           "status": res.stats.status.name.lower(), "nfe": res.stats.nfe, **accuracy}
     print_json(out)
     return 0 if res.stats.ok else 1
 
@@ -118,8 +157,9 @@ def cmd_logprob(args: argparse.Namespace) -> int:
         raise UserInputError(f"model {model.spec.name!r} changes node counts between layers, so it has no "
                              "log-density; `knet sample` still works")
     x = read_points(args.points, model.data_dim)
-    res = _solve(model, args, "logprob", x)
-    print_json({"logprob": finite_list(res.logp), "status": res.stats.status.name.lower(), "nfe": res.stats.nfe})
+    res, accuracy = _solve(model, args, "logprob", x)
+    print_json({"logprob": finite_list(res.logp), "status": res.stats.status.name.lower(), "nfe": res.stats.nfe,
+                **accuracy})
     return 0 if res.stats.ok else 1
 
 

@@ -141,6 +141,28 @@ def calibrate(model: KirchhoffNet, points: int = 512, seed: int = 0, safety: flo
         targets = [min(t, tolerance_cap) for t in targets]
     tx, tl, stx, stl = targets
 
+    steps, errs, floors = search_steps(model, ref, targets, n_single, max_rounds, progress)
+    return CalibrationRecord(steps_per_layer=tuple(steps), target_x=tx, target_logp=tl,
+                             tolerance_cap=tolerance_cap, safety=safety,
+                             dtype=str(model.dtype).removeprefix("torch."), points=points, seed=seed,
+                             error_x=errs[0], error_logp=errs[1], baseline_error_x=bx,
+                             baseline_error_logp=bl, single_requests=n_single, single_target_x=stx,
+                             single_target_logp=stl, single_error_x=errs[2], single_error_logp=errs[3],
+                             baseline_single_error_x=sx, baseline_single_error_logp=sl,
+                             floor_layers=tuple(floors))
+
+
+def search_steps(model: KirchhoffNet, ref: Reference, targets: list[float], n_single: int = 0,
+                 max_rounds: int = 6, progress=None) -> tuple[list[int], tuple[float, ...], list[int]]:
+    """Steps 3–5 of the module doc: the fewest RK4 steps per layer whose end-to-end errors on
+    ``ref`` meet ``targets`` = (x, log p on all rows, x, log p on the first ``n_single`` rows).
+    Returns ``(steps, errors in the targets' order, layers set by their rounding floor)``.
+
+    Raises:
+        ValueError: no step counts up to the ladder's top reach the targets (naming the floors).
+    """
+    tx, tl, stx, stl = targets
+
     def errors(steps: list[int]) -> tuple[float, float, float, float]:
         ex, el = row_errors(model, ref, _rk4(model, steps))
         head = max(n_single, 1)
@@ -168,14 +190,7 @@ def calibrate(model: KirchhoffNet, points: int = 512, seed: int = 0, safety: flo
         errs = errors(steps)
         if ok(errs):
             steps, errs = _trim(steps, errs, errors, ok)
-            return CalibrationRecord(steps_per_layer=tuple(steps), target_x=tx, target_logp=tl,
-                                     tolerance_cap=tolerance_cap, safety=safety,
-                                     dtype=str(model.dtype).removeprefix("torch."), points=points, seed=seed,
-                                     error_x=errs[0], error_logp=errs[1], baseline_error_x=bx,
-                                     baseline_error_logp=bl, single_requests=n_single, single_target_x=stx,
-                                     single_target_logp=stl, single_error_x=errs[2], single_error_logp=errs[3],
-                                     baseline_single_error_x=sx, baseline_single_error_logp=sl,
-                                     floor_layers=tuple(floors))
+            return steps, errs, floors
         if stuck == 2 * n_layers:
             if not use_floors:
                 break

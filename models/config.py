@@ -229,6 +229,31 @@ class CalibrationRecord(_Frozen):
     floor_layers: tuple[int, ...] = ()
 
 
+class AccuracyTier(_Frozen):
+    """One verified accuracy tier of a model (``knet calibrate --tiers``; models/accuracy.py).
+
+    ``steps_per_layer`` RK4 steps (in ``dtype``) were searched so that the error of log p (nats)
+    and of x (model volts) stays within ``tolerance_nats`` on the calibration inputs, then
+    measured on held-out inputs the search never saw: ``max_error_*`` and ``p999_error_*`` (the
+    99.9th percentile) over ``verified_points`` rows, against a float64 dopri5 1e-9 solution.
+    The bound is empirical. ``region_low``/``region_high`` (data space, per coordinate) and
+    ``latent_radius`` (max |z_i|) describe the inputs it was verified on: answers for inputs
+    outside them are flagged.
+    """
+
+    tolerance_nats: float = Field(gt=0)
+    steps_per_layer: tuple[int, ...]
+    max_error_logp: float = Field(ge=0)
+    p999_error_logp: float = Field(ge=0)
+    max_error_x: float = Field(ge=0)
+    p999_error_x: float = Field(ge=0)
+    verified_points: int = Field(ge=1)
+    region_low: tuple[float, ...]
+    region_high: tuple[float, ...]
+    latent_radius: float = Field(gt=0)
+    dtype: str = "float32"
+
+
 class ImportRecord(_Frozen):
     """Where an imported circuit came from (``knet import-reference``); stored in circuit.json.
 
@@ -261,6 +286,7 @@ class CircuitSpec(_Frozen):
     solver: SolverConfig = SolverConfig()
     version: str = "1"
     calibration: CalibrationRecord | None = None  # set by `knet calibrate MODEL --write`
+    accuracy_tiers: tuple[AccuracyTier, ...] = ()  # set by `knet calibrate MODEL --tiers --write`
     imported_from: ImportRecord | None = None  # set by `knet import-reference`
 
     @field_validator("device")

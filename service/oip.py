@@ -9,10 +9,11 @@ Every served model ``NAME`` is two OIP models (docs/service.md, "Open Inference 
   ``[-1, d]`` and ``logprob`` FP64 ``[-1]`` (bijective models), as ``POST /sample``.
 
 A model name that is itself served wins over the ``-sample`` reading. Scalars travel in the
-protocol's ``parameters``: the request's ``seed``, ``n``, ``with_logprob``, ``timeout_s`` and
-``chip`` (an object or its JSON text) are validated by the native request schemas, then solved
-by the service's own code (same batcher, limits, metrics and status codes); the response's
-carry ``status``, ``nfe``, ``solve_s``, ``projected_chip_latency_s`` (and ``seed``, ``chip``).
+protocol's ``parameters``: the request's ``seed``, ``n``, ``with_logprob``, ``timeout_s``,
+``tolerance`` and ``chip`` (an object or its JSON text) are validated by the native request
+schemas, then solved by the service's own code (same batcher, limits, metrics and status codes);
+the response's carry ``status``, ``nfe``, ``solve_s``, ``projected_chip_latency_s`` (and
+``seed``, ``chip``, ``error_bound``, ``in_verified_region`` where they are not null).
 Tensors travel as JSON ``data`` or in the binary tensor extension. Error bodies are
 ``{"error": message}``.
 """
@@ -42,8 +43,8 @@ OUTPUT_DTYPE = "FP64"
 HEADER_LENGTH = "Inference-Header-Content-Length"  # the binary tensor extension's JSON header size
 # request parameters of the protocol itself (not passed on to the solve)
 PROTOCOL_PARAMETERS = frozenset({"binary_data_output"})
-SAMPLER_PARAMETERS = ("n", "seed", "with_logprob", "timeout_s", "chip")
-LOGPROB_PARAMETERS = ("timeout_s",)
+SAMPLER_PARAMETERS = ("n", "seed", "with_logprob", "timeout_s", "tolerance", "chip")
+LOGPROB_PARAMETERS = ("timeout_s", "tolerance")
 
 
 def oip_error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -156,7 +157,7 @@ async def infer(svc, request: Request) -> Response:
             raise ServiceError(400, "inputs: the input 'points' is required")
         body["points"] = tensors["points"].astype(np.float64).tolist()
         req = _validated(LogprobRequest, body, "points")
-        served, out = await svc.solve_logprob(req)
+        served, out, accuracy = await svc.solve_logprob(req)
         results, extra_params = {"logprob": out.logp}, {}
     else:
         z = tensors.get("z")
@@ -170,7 +171,7 @@ async def infer(svc, request: Request) -> Response:
         z_t = None if z is None else torch.from_numpy(np.ascontiguousarray(z, dtype=np.float64))
         if z_t is not None and not bool(torch.isfinite(z_t).all()):
             raise ServiceError(400, "z: every latent coordinate must be finite")
-        served, out, seed, chip = await svc.solve_sample(req, z_t)
+        served, out, seed, chip, accuracy = await svc.solve_sample(req, z_t)
         results = {"samples": out.x, "logprob": out.logp}
         extra_params = {"seed": seed}
         if chip is not None:
@@ -178,7 +179,9 @@ async def infer(svc, request: Request) -> Response:
             extra_params["chip"] = json.dumps(chip_info(chip))
     stats = out.stats
     response_params = {"status": stats.status.name.lower(), "nfe": stats.nfe, "solve_s": stats.wall_s,
-                       "projected_chip_latency_s": served.projected_chip_latency_s, **extra_params}
+                       "projected_chip_latency_s": served.projected_chip_latency_s, **extra_params,
+                       # the protocol's parameter values are scalars: a null is left out
+                       **{k: v for k, v in accuracy.items() if v is not None}}
     return render_infer_response(doc, oip_name, served.version, results, response_params)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import bentoml
 import torch
 
+from models.accuracy import choose_tier, tier_solver
 from models.checkpoint import load_model
 from models.config import SolverConfig
 from models.flow import KirchhoffNet
@@ -58,8 +59,12 @@ def stored_versions() -> list[bentoml.Model]:
 
 
 def serving_solver(model: KirchhoffNet, settings: ServiceSettings) -> SolverConfig:
-    """The model's own serving solver, bounded by the service's step and time budgets."""
+    """The solver of requests that name no tolerance: the model's default accuracy tier where it
+    has one (models/accuracy.py), else its own serving solver; bounded by the service's budgets."""
     s = model.spec.solver
+    tier = choose_tier(model.spec.accuracy_tiers, None)
+    if tier is not None:
+        s = tier_solver(s, tier)
     return s.model_copy(update={"max_steps": min(s.max_steps, settings.max_solver_steps),
                                 "max_wall_s": min(s.max_wall_s, settings.solve_timeout_s)})
 

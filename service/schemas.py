@@ -23,6 +23,10 @@ Version = Annotated[str | None, Field(None, min_length=1, max_length=64,
 Timeout = Annotated[float | None, Field(None, ge=1e-3, le=_S.solve_timeout_s,
                                          description="wall-clock budget of this request's solve, seconds "
                                                      f"(default and maximum {_S.solve_timeout_s:g})")]
+Tolerance = Annotated[float | None, Field(None, ge=1e-9, le=1e3, allow_inf_nan=False,
+                                           description="largest acceptable error of log p, nats: the fewest-step "
+                                                       "verified accuracy tier within it answers (default: the "
+                                                       "1e-3 tier where the model has tiers); 422 if none")]
 Coordinate = Annotated[float, Field(allow_inf_nan=False, ge=-_S.max_abs_coordinate, le=_S.max_abs_coordinate)]
 # validated by the handler against models.config.ChipConfig (400 naming ``chip.<field>`` in the
 # service's error shape); the OpenAPI schema shows ChipConfig's fields and bounds
@@ -45,6 +49,7 @@ class SampleRequest(_Request):
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="latent seed; random when omitted")
     with_logprob: bool = Field(True, description="also return log q(x) (bijective models)")
     timeout_s: Timeout = None
+    tolerance: Tolerance = None
     chip: ChipObject = Field(None, description="sample from an emulated chip: mismatch, quant_bits, switching_s, "
                              "noise, dac_bits, adc_bits, instance, … (docs/service.md)",
                              examples=[{"mismatch": 0.02, "quant_bits": 8, "instance": 7}])
@@ -59,6 +64,7 @@ class LogprobRequest(_Request):
                                            description="points, shape (rows, data_dim)",
                                            examples=[[[0.5, 0.25], [-1.0, 0.5]]])
     timeout_s: Timeout = None
+    tolerance: Tolerance = None
 
 
 class _Solved(BaseModel):
@@ -68,6 +74,12 @@ class _Solved(BaseModel):
     nfe: int = Field(description="vector-field evaluations of the solve(s) that served the request")
     solve_s: float = Field(description="server-side solve wall time, seconds")
     projected_chip_latency_s: float = Field(description="projected analog-chip latency of one pass, seconds")
+    error_bound: float | None = Field(None, description="verified max error of the returned log-densities, nats "
+                                      "(the accuracy tier's, measured on held-out inputs: empirical); null "
+                                      "without a log-density, a tier, or for an emulated chip")
+    in_verified_region: bool | None = Field(None, description="every input lies in the region the tier was "
+                                            "verified on (points: data box; sample: latent radius); null "
+                                            "without a tier")
 
 
 class SampleResponse(_Solved):

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from models.accuracy import choose_tier, in_region, tier_solver
 from models.config import ChipConfig
 
 from .batching import SolveKey
@@ -91,17 +92,17 @@ class KirchhoffNetService:
     @json_errors
     async def sample(self, **req) -> SampleResponse:
         """Draw ``n`` samples (and log q(x)); the same seed gives the same samples."""
-        served, out, seed, chip = await self.solve_sample(req)
+        served, out, seed, chip, accuracy = await self.solve_sample(req)
         return SampleResponse(samples=_floats(out.x), logprob=None if out.logp is None else _floats(out.logp),
                               seed=seed, chip=None if chip is None else chip_info(chip),
-                              **self._bookkeeping(served, out.stats))
+                              **self._bookkeeping(served, out.stats), **accuracy)
 
     @bentoml.api(input_spec=LogprobRequest, route="/logprob")
     @json_errors
     async def logprob(self, **req) -> LogprobResponse:
         """Exact log-density (nats) of each point under the model."""
-        served, out = await self.solve_logprob(req)
-        return LogprobResponse(logprob=_floats(out.logp), **self._bookkeeping(served, out.stats))
+        served, out, accuracy = await self.solve_logprob(req)
+        return LogprobResponse(logprob=_floats(out.logp), **self._bookkeeping(served, out.stats), **accuracy)
 
     if SETTINGS.noop_routes:
         # the overhead benchmark's reference (benchmarks/overhead.py): BentoML parses and validates
@@ -123,8 +124,10 @@ class KirchhoffNetService:
     async def solve_sample(self, req: dict, z: torch.Tensor | None = None):
         """Samples for a validated :class:`SampleRequest` body ``req``, from the latents ``z
         (n, d)`` when given, else from ``n`` latents drawn with ``seed``. Returns ``(served,
-        outcome, seed, chip or None)``; raises :class:`ServiceError`."""
+        outcome, seed, chip or None, accuracy)`` (accuracy: ``error_bound`` and
+        ``in_verified_region`` of the answer); raises :class:`ServiceError`."""
         served = self.served(req["model"], req.get("version"))
+        tier, solver = _tier(served, req.get("tolerance"))
         seed = req["seed"] if req["seed"] is not None else secrets.randbits(63)
         if z is None:
             z = torch.randn(req["n"], served.model.data_dim, generator=torch.Generator().manual_seed(seed),
@@ -134,16 +137,20 @@ class KirchhoffNetService:
                                f"{served.name!r}, got {z.shape[1]}", "z")
         want_logp = bool(req["with_logprob"]) and served.model.spec.bijective
         chip = None if req.get("chip") is None else parse_chip(req["chip"])
-        if chip is None or chip.is_ideal:  # the ideal chip is the model: same batched path, same answer
-            out = await self._solve(served, "sample", want_logp, z, req["timeout_s"])
+        ideal = chip is None or chip.is_ideal
+        if ideal:  # the ideal chip is the model: same batched path, same answer
+            out = await self._solve(served, "sample", want_logp, z, req["timeout_s"], solver)
         else:
-            out = await self._solve_chip(served, chip, want_logp, z, req["timeout_s"], seed)
-        return served, out, seed, chip
+            out = await self._solve_chip(served, chip, want_logp, z, req["timeout_s"], seed, solver)
+        # the tier's bound is the ideal model's: an emulated chip's answer has none
+        accuracy = _accuracy(tier if ideal else None, out.logp is not None, latents=z)
+        return served, out, seed, chip, accuracy
 
     async def solve_logprob(self, req: dict):
-        """Log-densities for a validated :class:`LogprobRequest` body ``req``: ``(served, outcome)``;
-        raises :class:`ServiceError`."""
+        """Log-densities for a validated :class:`LogprobRequest` body ``req``: ``(served, outcome,
+        accuracy)``; raises :class:`ServiceError`."""
         served = self.served(req["model"], req.get("version"))
+        tier, solver = _tier(served, req.get("tolerance"))
         if not served.model.spec.bijective:
             raise ServiceError(422, f"model {served.name!r} changes node counts between layers; "
                                "its log-density is not defined", "model")
@@ -153,8 +160,8 @@ class KirchhoffNetService:
                 raise ServiceError(400, f"points[{i}]: expected {d} coordinates for model "
                                    f"{served.name!r}, got {len(p)}", f"points[{i}]")
         x = torch.tensor(req["points"], dtype=torch.float64)
-        out = await self._solve(served, "logprob", True, x, req["timeout_s"])
-        return served, out
+        out = await self._solve(served, "logprob", True, x, req["timeout_s"], solver)
+        return served, out, _accuracy(tier, True, points=x)
 
     # -- helpers -------------------------------------------------------------------------
     def served(self, name: str, version: str | None = None) -> ServedModel:
@@ -162,8 +169,8 @@ class KirchhoffNetService:
         return self.registry.served(name, version)
 
     async def _solve(self, served: ServedModel, endpoint: str, want_logp: bool, x: torch.Tensor,
-                     timeout_s: float | None):
-        solver = _request_solver(served, timeout_s)
+                     timeout_s: float | None, solver):
+        solver = _request_solver(solver, timeout_s)
         count_request(served.name, endpoint, x.shape[0])
         out = await self.registry.batcher(served).submit(SolveKey(endpoint, want_logp, solver), x)
         if not out.stats.ok:
@@ -171,9 +178,9 @@ class KirchhoffNetService:
         return out
 
     async def _solve_chip(self, served: ServedModel, chip: ChipConfig, want_logp: bool, z: torch.Tensor,
-                          timeout_s: float | None, seed: int):
+                          timeout_s: float | None, seed: int, solver):
         """An emulated chip's solve (service/chip.py), bounded like :meth:`_solve` and off the batcher."""
-        solver = _request_solver(served, timeout_s)
+        solver = _request_solver(solver, timeout_s)
         count_request(served.name, "sample", z.shape[0])
         out = await self.chips.sample(served, chip, z, want_logp, solver, seed)
         observe_solve(served.name, "sample", z.shape[0], out.stats)
@@ -204,9 +211,28 @@ class KirchhoffNetService:
         return self._artifacts[key]
 
 
-def _request_solver(served: ServedModel, timeout_s: float | None):
-    """The model's serving solver, its wall-clock budget lowered to the request's ``timeout_s``."""
-    solver = served.solver
+def _tier(served: ServedModel, tolerance: float | None):
+    """The accuracy tier answering a request with ``tolerance`` (nats; None: the default tier) and
+    its solver with the service's budgets: ``(tier or None, solver)``; 422 naming the best tier."""
+    try:
+        tier = choose_tier(served.model.spec.accuracy_tiers, tolerance)
+    except ValueError as err:
+        raise ServiceError(422, f"model {served.name!r}: {err}", "tolerance") from None
+    return tier, served.solver if tier is None else tier_solver(served.solver, tier)
+
+
+def _accuracy(tier, with_logprob: bool, points: torch.Tensor | None = None,
+              latents: torch.Tensor | None = None) -> dict:
+    """``error_bound`` (the tier's verified max log p error, nats; null without a log-density or a
+    tier) and ``in_verified_region`` (null without a tier) of an answer."""
+    if tier is None:
+        return {"error_bound": None, "in_verified_region": None}
+    return {"error_bound": tier.max_error_logp if with_logprob else None,
+            "in_verified_region": in_region(tier, points=points, latents=latents)}
+
+
+def _request_solver(solver, timeout_s: float | None):
+    """``solver`` with its wall-clock budget lowered to the request's ``timeout_s``."""
     if timeout_s is not None and timeout_s < solver.max_wall_s:
         solver = solver.model_copy(update={"max_wall_s": timeout_s})
     return solver

@@ -65,8 +65,8 @@ def server(tmp_path_factory):
     """One real ``bentoml serve`` for the HTTP tests (tests/test_service_http.py,
     tests/test_service_chip.py): tiny models in a test-local BentoML store (tiny3 with a
     robustness table beside it; ``broken`` corrupted after storing; ``tiny`` stored twice, the
-    older version from ``tiny-older``), lowered limits (helpers.SERVER_ENV). Yields ``(client,
-    checkpoint dirs by name, log path, env)``."""
+    older version from ``tiny-older``; ``tiered`` with accuracy tiers), lowered limits
+    (helpers.SERVER_ENV). Yields ``(client, checkpoint dirs by name, log path, env)``."""
     from helpers import SERVER_ENV, run_knet, tiny_checkpoint, write_robustness
 
     from models.checkpoint import WEIGHTS_FILE
@@ -77,7 +77,11 @@ def server(tmp_path_factory):
     cks = {"tiny-older": tiny_checkpoint(root / "tiny-older", name="tiny", steps=16, seed=1),  # stored first
            "tiny": tiny_checkpoint(root / "tiny", name="tiny", steps=16),
            "tiny3": write_robustness(tiny_checkpoint(root / "tiny3", name="tiny3", nodes=3, steps=16)),
-           "broken": tiny_checkpoint(root / "broken", name="broken")}
+           "broken": tiny_checkpoint(root / "broken", name="broken"),
+           "tiered": tiny_checkpoint(root / "tiered", name="tiered", steps=8, repeat=3, init_scale=1.0)}
+    # verified accuracy tiers (models/accuracy.py) on one model: tolerance, error_bound, region
+    r = run_knet("calibrate", str(cks["tiered"]), "--tiers", "1e-2", "1e-3", "--points", "64", "--write", env=home)
+    assert r.returncode == 0, r.stderr
     r = run_knet("store", "--no-zoo", *map(str, cks.values()), env=home)
     assert r.returncode == 0, r.stderr
     # corrupt the stored copy: the service must log it and serve the others

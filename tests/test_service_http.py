@@ -46,7 +46,7 @@ def test_models_listing_and_corrupt_model_isolated(server):
     client, cks, log, _ = server
     body = client.get("/models").json()
     names = {m["name"] for m in body["models"]}
-    assert names == {"tiny", "tiny3"}
+    assert names == {"tiny", "tiny3", "tiered"}
     assert "broken" in body["unavailable"] and "weights" in body["unavailable"]["broken"]
     assert "model broken" in log.read_text() and "not served" in log.read_text()
     info = client.get("/models/tiny3").json()

@@ -54,7 +54,8 @@ def test_statuses_and_shapes_are_declared(server):
     assert set(spec["paths"]["/models/{name}"]["get"]["responses"]) >= {"200", "404", "429"}
     variants = spec["paths"]["/logprob"]["post"]["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
     rows = {v["properties"]["model"]["enum"][0]: v["properties"]["points"]["items"] for v in variants}
-    assert {m: (r["minItems"], r["maxItems"]) for m, r in rows.items()} == {"tiny": (2, 2), "tiny3": (3, 3)}
+    assert {m: (r["minItems"], r["maxItems"]) for m, r in rows.items()} == {"tiny": (2, 2), "tiny3": (3, 3),
+                                                                          "tiered": (2, 2)}
     pinned = {m: v["properties"]["version"]["enum"] for m, v in zip(rows, variants)}
     versions = [v["version"] for v in client.get("/models/tiny/versions").json()["versions"]]
     assert pinned["tiny"] == [None, *versions, "latest"]

@@ -177,7 +177,9 @@ def test_try_it_draws_one_svg_element_per_sample(server, browser, name, n, seed)
         assert all(len(p.find_elements(By.TAG_NAME, "rect")) == 64 for p in points)
     else:  # the drawn circles are the answer's points
         xs = [float(p.get_attribute("cx")) for p in points]
-        assert xs == pytest.approx([p[0] for p in answer], rel=1e-5, abs=1e-6)
+        # equal up to the runtimes' agreement (export/ort_runtime.py): the two requests may be solved in
+        # batches of different sizes, one by the engine and one by onnxruntime
+        assert xs == pytest.approx([p[0] for p in answer], rel=1e-5, abs=1e-5)
 
 
 def test_whole_model_page_renders_in_a_screenshot(server, browser, tmp_path):

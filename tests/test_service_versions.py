@@ -56,7 +56,7 @@ def test_versions_listing_newest_first_with_metadata(server):
     assert [v["checkpoint_sha256"] for v in versions] == [content_hash(cks["tiny"]), content_hash(cks["tiny-older"])]
     assert body["latest"] == versions[0]["version"] == client.get("/models/tiny").json()["version"]
     assert versions[0]["created"] > versions[1]["created"]
-    assert {m["name"] for m in client.get("/models").json()["models"]} == {"tiny", "tiny3"}
+    assert {m["name"] for m in client.get("/models").json()["models"]} == {"tiny", "tiny3", "tiered"}
     r = client.get("/models/nope/versions")
     assert r.status_code == 404 and "tiny3" in r.json()["error"]
 

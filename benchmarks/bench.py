@@ -117,6 +117,16 @@ def environment() -> dict:
     return env
 
 
+def _at_tier(spec, tolerance: float, name: str):
+    """``spec`` serving at its verified tier named ``tolerance`` (nats)."""
+    from models.accuracy import tier_solver
+    tier = next((t for t in spec.accuracy_tiers if t.tolerance_nats == tolerance), None)
+    if tier is None:
+        have = ", ".join(f"{t.tolerance_nats:g}" for t in spec.accuracy_tiers) or "none"
+        raise UserInputError(f"{name}: no accuracy tier {tolerance:g} (tiers: {have}; `knet calibrate --tiers`)")
+    return spec.model_copy(update={"solver": tier_solver(spec.solver, tier)})
+
+
 def bench_model(name: str, progress: Callable[[str], None] = print) -> tuple[KirchhoffNet, str]:
     """The model to benchmark (float32) and where it came from. Fresh models are
     calibrated here, so 'ours' always runs with calibrated steps."""
@@ -185,8 +195,10 @@ def _err(a: torch.Tensor, b: torch.Tensor) -> float:
 def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_budget_s: float = 5.0,
         baseline_max_repeats: int = 5, ours_budget_s: float = 1.0, skip_baseline_above: int | None = None,
         device: str = "cpu", baseline_max_s: float = 120.0,
-        progress: Callable[[str], None] = print) -> list[Row]:
-    """Benchmark every model × kind × batch; returns the rows (see :class:`Row`).
+        progress: Callable[[str], None] = print, tier: float | None = None) -> list[Row]:
+    """Benchmark every model × kind × batch; returns the rows (see :class:`Row`). ``tier``: time
+    ours at that verified accuracy tier's steps (models/accuracy.py) instead of the steps
+    calibrated against the published method.
 
     The baseline runs at least once per row and repeats until ``baseline_budget_s``, at
     most ``baseline_max_repeats`` times; a row whose single baseline run is estimated
@@ -199,6 +211,8 @@ def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_bu
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
     for name in models:
         model, source = bench_model(name, progress)
+        if tier is not None:
+            model.spec, source = _at_tier(model.spec, tier, name), f"{source}; accuracy tier {tier:g} nats"
         model = model.to(dev)
         steps = model.spec.solver.steps_per_layer
         steps_s = ",".join(map(str, steps)) if isinstance(steps, tuple) else str(steps)
@@ -345,6 +359,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline-max-s", type=float, default=120.0,
                    help="skip the baseline where one run is estimated above this (default %(default)s s)")
     p.add_argument("--device", default="cpu", help="torch device for both methods, e.g. cuda")
+    p.add_argument("--tier", type=float, metavar="NATS",
+                   help="time ours at this verified accuracy tier (e.g. 1e-3) instead of the published accuracy")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -357,7 +373,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     log("environment: " + ", ".join(f"{k}={v}" for k, v in env.items()))
     rows = run(args.models, args.batches, args.kinds, args.baseline_budget_s, args.baseline_repeats,
-               args.ours_budget_s, args.skip_baseline_above, args.device, args.baseline_max_s, progress=log)
+               args.ours_budget_s, args.skip_baseline_above, args.device, args.baseline_max_s, progress=log,
+               tier=args.tier)
     if args.csv:
         write_csv(rows, args.csv)
     if args.out_json:

@@ -104,3 +104,10 @@ def test_cli_tolerance_picks_a_tier_and_reports_its_bound(tmp_path, capsys):
     assert main(["sample", ck, "-n", "1", "--steps", "3"]) == 0  # solver flags: no tier, no bound
     out = json.loads(capsys.readouterr().out)
     assert out["error_bound"] is None and out["nfe"] == 4 * 3 * 2
+    # the benchmark at a tier: ours runs the tier's steps against the same published baseline
+    assert main(["bench", "--models", ck, "--batches", "4", "--json", "--tier", "0.01", "--baseline-budget-s", "0",
+                 "--ours-budget-s", "0", "--kinds", "logprob"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert rows[0]["ours_nfe"] == 4 * sum(tiers[1e-2]["steps_per_layer"]) and "tier 0.01" in rows[0]["source"]
+    assert main(["bench", "--models", ck, "--tier", "0.005"]) == 2
+    assert "no accuracy tier 0.005" in capsys.readouterr().err

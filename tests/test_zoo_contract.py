@@ -18,8 +18,8 @@ PAPER = {"twomoon": 1.020, "circle": 0.833, "swissroll": 2.693, "2spirals": 2.67
          "8gaussians": 2.858, "potential1": -1.873}
 # how far each zoo model may sit above its paper figure today: two standard errors where it
 # matches; the measured shortfall (docs/zoo.md) where it does not yet, so a regression fails
-ALLOWED_ABOVE = {"twomoon": 0.02, "swissroll": 0.02, "8gaussians": 0.025, "potential1": 0.006,
-                 "pinwheel": 0.045, "circle": 0.08, "2spirals": 0.125}
+ALLOWED_ABOVE = {"twomoon": 0.016, "swissroll": 0.0, "8gaussians": 0.022, "potential1": 0.006,
+                 "pinwheel": 0.016, "circle": 0.013, "2spirals": 0.125}
 
 
 @pytest.mark.parametrize(("name", "half_width"), [("twomoon", 3.0), ("8gaussians", 4.5)])

@@ -20,6 +20,7 @@ meet in the model's dtype (e.g. 1e-4 nats under float32 rounding) yields no tier
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -33,6 +34,7 @@ from .flow import KirchhoffNet
 
 DEFAULT_TOLERANCES = (1e-2, 1e-3, 1e-4)
 DEFAULT_TIER_NATS = 1e-3  # the tier that answers when a request names no tolerance
+SMALL_INPUT = 256  # values; below, the region check runs in Python (it is on every request's path)
 
 
 def diverse_points(model: KirchhoffNet, task: Task | None, n: int, seed: int) -> Tensor:
@@ -124,12 +126,24 @@ def in_region(tier: AccuracyTier, points: Tensor | None = None, latents: Tensor 
     ``(n, d)`` within its verified radius."""
     ok = True
     if points is not None:
-        low = torch.tensor(tier.region_low, dtype=points.dtype)
-        high = torch.tensor(tier.region_high, dtype=points.dtype)
-        ok = ok and bool(((points >= low) & (points <= high)).all())
+        if points.numel() <= SMALL_INPUT:  # a few rows: plain Python beats a handful of torch kernels
+            ok = all(lo <= v <= hi for row in points.tolist() for v, lo, hi in zip(row, tier.region_low,
+                                                                                   tier.region_high))
+        else:
+            low, high = _box(tier)
+            ok = bool(((points >= low.to(points.dtype)) & (points <= high.to(points.dtype))).all())
     if latents is not None:
-        ok = ok and bool((latents.abs() <= tier.latent_radius).all())
+        if latents.numel() <= SMALL_INPUT:
+            ok = ok and all(abs(v) <= tier.latent_radius for row in latents.tolist() for v in row)
+        else:
+            ok = ok and bool((latents.abs() <= tier.latent_radius).all())
     return ok
+
+
+@functools.lru_cache(maxsize=256)
+def _box(tier: AccuracyTier) -> tuple[Tensor, Tensor]:
+    """The tier's verified box as float64 tensors, built once per tier (checked on every answer)."""
+    return (torch.tensor(tier.region_low, dtype=torch.float64), torch.tensor(tier.region_high, dtype=torch.float64))
 
 
 def _rk4(model: KirchhoffNet, steps: list[int]) -> SolverConfig:

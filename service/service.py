@@ -218,7 +218,9 @@ def _tier(served: ServedModel, tolerance: float | None):
         tier = choose_tier(served.model.spec.accuracy_tiers, tolerance)
     except ValueError as err:
         raise ServiceError(422, f"model {served.name!r}: {err}", "tolerance") from None
-    return tier, served.solver if tier is None else tier_solver(served.solver, tier)
+    if tier is None or tolerance is None:  # no tiers, or the default tier: served.solver already is it
+        return tier, served.solver
+    return tier, tier_solver(served.solver, tier)
 
 
 def _accuracy(tier, with_logprob: bool, points: torch.Tensor | None = None,

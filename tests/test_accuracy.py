@@ -44,6 +44,10 @@ def test_verified_region():
     assert in_region(t, points=torch.tensor([[0.5, -1.0], [1.0, 0.0]]))
     assert not in_region(t, points=torch.tensor([[0.5, -1.01]]))
     assert in_region(t, latents=torch.tensor([[2.9, -3.0]])) and not in_region(t, latents=torch.tensor([[3.1, 0]]))
+    # many rows take the tensor path: same answers
+    inside = torch.rand(300, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    assert in_region(t, points=inside) and not in_region(t, points=torch.cat([inside, torch.tensor([[0.0, 1.5]])]))
+    assert in_region(t, latents=inside * 3) and not in_region(t, latents=torch.cat([inside, torch.tensor([[0, -3.2]])]))
 
 
 def _exact_errors(model, solver, z, x):

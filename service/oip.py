@@ -143,6 +143,8 @@ async def infer(svc, request: Request) -> Response:
     if not isinstance(params, dict):
         raise ServiceError(400, "parameters: expected an object")
     allowed = SAMPLER_PARAMETERS if kind == "sample" else LOGPROB_PARAMETERS
+    if not isinstance(params.get("binary_data_output", False), bool):  # checked before any solve
+        raise ServiceError(400, "parameters.binary_data_output: expected true or false")
     unknown = sorted(set(params) - set(allowed) - PROTOCOL_PARAMETERS)
     if unknown:
         raise ServiceError(400, f"parameters.{unknown[0]}: not a parameter of {oip_name!r} "
@@ -301,7 +303,10 @@ def render_infer_response(doc: dict, oip_name: str, version: str, results: dict[
                                f"(outputs: {', '.join(available)})")
         array = results[name].detach().cpu().numpy().astype("<f8")
         entry = _tensor_meta(name, list(array.shape))
-        if _object(o.get("parameters"), f"outputs ({name}).parameters").get("binary_data", all_binary):
+        binary = _object(o.get("parameters"), f"outputs ({name}).parameters").get("binary_data", all_binary)
+        if not isinstance(binary, bool):
+            raise ServiceError(400, f"outputs ({name}).parameters.binary_data: expected true or false")
+        if binary:
             data = array.tobytes()
             entry["parameters"] = {"binary_data_size": len(data)}
             chunks.append(data)

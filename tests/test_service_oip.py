@@ -148,6 +148,11 @@ BAD = [  # (path, body, status, text the error must contain)
                                                   "data": [0, 0, 0]}]}, 400, "z"),
     ("/v2/models/tiny-sample/infer", {"inputs": [{"name": "z", "shape": [1, 2], "datatype": "FP64",
                                                   "data": [0, 0]}], "parameters": {"n": 2}}, 400, "parameters.n"),
+    # found by schemathesis: a non-boolean binary switch was taken as true
+    ("/v2/models/tiny-sample/infer", {"inputs": [], "parameters": {"binary_data_output": {}}}, 400,
+     "parameters.binary_data_output"),
+    ("/v2/models/tiny-sample/infer", {"inputs": [], "parameters": {"n": 1}, "outputs": [
+        {"name": "samples", "parameters": {"binary_data": "yes"}}]}, 400, "binary_data: expected true or false"),
 ]
 
 

@@ -145,6 +145,7 @@ async def infer(svc, request: Request) -> Response:
     allowed = SAMPLER_PARAMETERS if kind == "sample" else LOGPROB_PARAMETERS
     if not isinstance(params.get("binary_data_output", False), bool):  # checked before any solve
         raise ServiceError(400, "parameters.binary_data_output: expected true or false")
+    _check_outputs(doc)  # a malformed request is a 400 even where its solve would time out
     unknown = sorted(set(params) - set(allowed) - PROTOCOL_PARAMETERS)
     if unknown:
         raise ServiceError(400, f"parameters.{unknown[0]}: not a parameter of {oip_name!r} "
@@ -279,6 +280,14 @@ def _object(value, where: str) -> dict:
     if not isinstance(value, dict):
         raise ServiceError(400, f"{where}: expected an object")
     return value
+
+
+def _check_outputs(doc: dict) -> None:
+    """The requested ``outputs`` are absent or a list of objects with a string name (400 otherwise)."""
+    requested = doc.get("outputs", [])
+    if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                  for o in requested):
+        raise ServiceError(400, "outputs: expected a list of objects with a name (leave it out for every output)")
 
 
 def render_infer_response(doc: dict, oip_name: str, version: str, results: dict[str, torch.Tensor | None],

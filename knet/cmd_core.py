@@ -84,19 +84,12 @@ def _tier_and_solver(model, args: argparse.Namespace):
     return tier, solver if tier is None else tier_solver(solver, tier)
 
 
-def _accuracy(tier, with_logprob: bool, **inputs) -> dict:
-    from models.accuracy import in_region
-    if tier is None:
-        return {"error_bound": None, "in_verified_region": None}
-    return {"error_bound": tier.max_error_logp if with_logprob else None,
-            "in_verified_region": in_region(tier, **inputs)}
-
-
 def _solve(model, args: argparse.Namespace, direction: str, x: torch.Tensor, with_logprob: bool = True):
     """The flow result for ``x`` (latents for sample, points for logprob) on the chosen runtime
     and accuracy tier, and its ``error_bound`` / ``in_verified_region``."""
+    from models.accuracy import answer_accuracy
     tier, solver = _tier_and_solver(model, args)
-    accuracy = _accuracy(tier, with_logprob, **({"latents": x} if direction == "sample" else {"points": x}))
+    accuracy = answer_accuracy(tier, with_logprob, **({"latents": x} if direction == "sample" else {"points": x}))
     return _run(model, args, direction, x, solver, with_logprob), accuracy
 
 

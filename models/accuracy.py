@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .calibration import REFERENCE, _as, row_errors, search_steps, tight_reference
+from .calibration import REFERENCE, _as, _rk4, row_errors, search_steps, tight_reference
 from .config import AccuracyTier, SolverConfig
 from .data import Task
 from .flow import KirchhoffNet
@@ -140,14 +140,20 @@ def in_region(tier: AccuracyTier, points: Tensor | None = None, latents: Tensor 
     return ok
 
 
+def answer_accuracy(tier: AccuracyTier | None, with_logprob: bool, points: Tensor | None = None,
+                    latents: Tensor | None = None) -> dict:
+    """The accuracy fields of an answer: ``error_bound`` (the tier's verified max log p error, nats;
+    None without a log-density or a tier) and ``in_verified_region`` (None without a tier)."""
+    if tier is None:
+        return {"error_bound": None, "in_verified_region": None}
+    return {"error_bound": tier.max_error_logp if with_logprob else None,
+            "in_verified_region": in_region(tier, points=points, latents=latents)}
+
+
 @functools.lru_cache(maxsize=256)
 def _box(tier: AccuracyTier) -> tuple[Tensor, Tensor]:
     """The tier's verified box as float64 tensors, built once per tier (checked on every answer)."""
     return (torch.tensor(tier.region_low, dtype=torch.float64), torch.tensor(tier.region_high, dtype=torch.float64))
-
-
-def _rk4(model: KirchhoffNet, steps: list[int]) -> SolverConfig:
-    return model.spec.solver.model_copy(update=dict(method="rk4", steps_per_layer=tuple(steps)))
 
 
 def _quantile(t: Tensor, q: float) -> float:

@@ -294,15 +294,11 @@ def render_infer_response(doc: dict, oip_name: str, version: str, results: dict[
                           parameters: dict) -> Response:
     """The infer answer: the requested outputs (all when none is named) as JSON ``data``, or as
     binary tensors where the request asks for them (``binary_data`` / ``binary_data_output``)."""
-    if "outputs" in doc and doc["outputs"] is None:  # the schema says: a list, or leave it out
-        raise ServiceError(400, "outputs: expected a list of objects with a name (leave it out for every output)")
+    _check_outputs(doc)
     requested = doc.get("outputs")
     all_binary = bool((doc.get("parameters") or {}).get("binary_data_output", False))
     if requested is None:
         requested = [{"name": k} for k, v in results.items() if v is not None]
-    if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
-                                                  for o in requested):
-        raise ServiceError(400, "outputs: expected a list of objects with a name")
     outputs, chunks = [], []
     for o in requested:
         name = o.get("name")

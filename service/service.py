@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from models.accuracy import choose_tier, in_region, tier_solver
+from models.accuracy import answer_accuracy, choose_tier, tier_solver
 from models.config import ChipConfig
 
 from .batching import SolveKey
@@ -143,7 +143,7 @@ class KirchhoffNetService:
         else:
             out = await self._solve_chip(served, chip, want_logp, z, req["timeout_s"], seed, solver)
         # the tier's bound is the ideal model's: an emulated chip's answer has none
-        accuracy = _accuracy(tier if ideal else None, out.logp is not None, latents=z)
+        accuracy = answer_accuracy(tier if ideal else None, out.logp is not None, latents=z)
         return served, out, seed, chip, accuracy
 
     async def solve_logprob(self, req: dict):
@@ -161,7 +161,7 @@ class KirchhoffNetService:
                                    f"{served.name!r}, got {len(p)}", f"points[{i}]")
         x = torch.tensor(req["points"], dtype=torch.float64)
         out = await self._solve(served, "logprob", True, x, req["timeout_s"], solver)
-        return served, out, _accuracy(tier, True, points=x)
+        return served, out, answer_accuracy(tier, True, points=x)
 
     # -- helpers -------------------------------------------------------------------------
     def served(self, name: str, version: str | None = None) -> ServedModel:
@@ -221,16 +221,6 @@ def _tier(served: ServedModel, tolerance: float | None):
     if tier is None or tolerance is None:  # no tiers, or the default tier: served.solver already is it
         return tier, served.solver
     return tier, tier_solver(served.solver, tier)
-
-
-def _accuracy(tier, with_logprob: bool, points: torch.Tensor | None = None,
-              latents: torch.Tensor | None = None) -> dict:
-    """``error_bound`` (the tier's verified max log p error, nats; null without a log-density or a
-    tier) and ``in_verified_region`` (null without a tier) of an answer."""
-    if tier is None:
-        return {"error_bound": None, "in_verified_region": None}
-    return {"error_bound": tier.max_error_logp if with_logprob else None,
-            "in_verified_region": in_region(tier, points=points, latents=latents)}
 
 
 def _request_solver(solver, timeout_s: float | None):

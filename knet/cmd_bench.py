@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="dtype the service runs the model in")
     p.add_argument("--tiers", nargs="*", type=float, metavar="NATS",
-                   help="instead: verified accuracy tiers for these log p tolerances (default 1e-2 1e-3 1e-4), "
+                   help="instead: verified accuracy tiers for these log p tolerances (default 1e-2 1e-3 1e-4; 1 "
+                        "above 64 dimensions), "
                         "searched on the model's samples and diverse inputs, verified on held-out ones")
     p.set_defaults(func=cmd_calibrate)
 
@@ -87,14 +88,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def _calibrate_tiers(args: argparse.Namespace, directory, model) -> int:
     """``knet calibrate MODEL --tiers [NATS ...] [--write]`` (models/accuracy.py)."""
-    from models.accuracy import DEFAULT_TOLERANCES, calibrate_tiers
+    from models.accuracy import calibrate_tiers, default_tolerances
     from models.checkpoint import CIRCUIT_FILE, atomic_write, circuit_bytes
     from models.data import TASKS
     from models.zoo import task_name
 
     from .common import print_json
 
-    tolerances = tuple(args.tiers) or DEFAULT_TOLERANCES
+    tolerances = tuple(args.tiers) or default_tolerances(model.data_dim)
     if any(not t > 0 for t in tolerances):
         raise UserInputError("--tiers: tolerances must be > 0 (nats)")
     task = TASKS.get(task_name(directory, model.spec.name))

@@ -33,8 +33,20 @@ from .data import Task
 from .flow import KirchhoffNet
 
 DEFAULT_TOLERANCES = (1e-2, 1e-3, 1e-4)
+# Above 64 dimensions a float32 log-density summed over hundreds of nodes has a rounding floor
+# near half a nat (784-D genmnist: 0.55 nats at any step count), so the tiers above cannot be met;
+# one 1-nat tier is (the published solver's own error there is about 11 nats).
+HIGH_DIM_TOLERANCES = (1.0,)
+HIGH_DIM = 64
 DEFAULT_TIER_NATS = 1e-3  # the tier that answers when a request names no tolerance
+NO_TIERS_WARNING = ("no verified accuracy tiers: answers come from the model's own solver with accuracy_tier and "
+                    "error_bound null (no verified bound); `knet calibrate MODEL --tiers --write` adds them")
 SMALL_INPUT = 256  # values; below, the region check runs in Python (it is on every request's path)
+
+
+def default_tolerances(data_dim: int) -> tuple[float, ...]:
+    """The tolerances (nats) tiers are searched for when none are named."""
+    return DEFAULT_TOLERANCES if data_dim <= HIGH_DIM else HIGH_DIM_TOLERANCES
 
 
 def diverse_points(model: KirchhoffNet, task: Task | None, n: int, seed: int) -> Tensor:
@@ -97,7 +109,8 @@ def calibrate_tiers(model: KirchhoffNet, task: Task | None, tolerances=DEFAULT_T
 
 def choose_tier(tiers, tolerance: float | None) -> AccuracyTier | None:
     """The tier that answers a request: the fewest-step tier whose verified max log p error is
-    within ``tolerance`` (None: the :data:`DEFAULT_TIER_NATS` tier, if the model has one).
+    within ``tolerance`` (None: the :data:`DEFAULT_TIER_NATS` tier, else the most accurate one;
+    None without tiers).
 
     Raises:
         ValueError: a tolerance no tier meets (naming the best verified one).
@@ -107,7 +120,8 @@ def choose_tier(tiers, tolerance: float | None) -> AccuracyTier | None:
             raise ValueError("the model has no verified accuracy tiers (`knet calibrate MODEL --tiers --write`)")
         return None
     if tolerance is None:
-        return next((t for t in tiers if t.tolerance_nats == DEFAULT_TIER_NATS), None)
+        default = next((t for t in tiers if t.tolerance_nats == DEFAULT_TIER_NATS), None)
+        return default or min(tiers, key=lambda t: t.max_error_logp)
     meeting = [t for t in tiers if t.max_error_logp <= tolerance]
     if not meeting:
         best = min(tiers, key=lambda t: t.max_error_logp)
@@ -142,12 +156,25 @@ def in_region(tier: AccuracyTier, points: Tensor | None = None, latents: Tensor 
 
 def answer_accuracy(tier: AccuracyTier | None, with_logprob: bool, points: Tensor | None = None,
                     latents: Tensor | None = None) -> dict:
-    """The accuracy fields of an answer: ``error_bound`` (the tier's verified max log p error, nats;
-    None without a log-density or a tier) and ``in_verified_region`` (None without a tier)."""
+    """The accuracy fields of an answer: ``accuracy_tier`` (the answering tier's tolerance, nats;
+    None when no verified tier answered), ``error_bound`` (the tier's verified max log p error,
+    nats; None without a log-density or a tier) and ``in_verified_region`` (None without a tier)."""
     if tier is None:
-        return {"error_bound": None, "in_verified_region": None}
-    return {"error_bound": tier.max_error_logp if with_logprob else None,
+        return {"accuracy_tier": None, "error_bound": None, "in_verified_region": None}
+    return {"accuracy_tier": tier.tolerance_nats, "error_bound": tier.max_error_logp if with_logprob else None,
             "in_verified_region": in_region(tier, points=points, latents=latents)}
+
+
+def tiers_summary(tiers) -> dict:
+    """What a model promises about accuracy, for its description (``GET /models/{name}``): each
+    tier's tolerance, steps and verified errors, the default tier, and a warning where there is
+    no verified tier (answers then carry no error bound)."""
+    default = choose_tier(tiers, None)
+    return {"tiers": [{"tolerance_nats": t.tolerance_nats, "steps_per_layer": list(t.steps_per_layer),
+                       "max_error_logp": t.max_error_logp, "p999_error_logp": t.p999_error_logp,
+                       "max_error_x": t.max_error_x} for t in tiers],
+            "default_tier_nats": None if default is None else default.tolerance_nats,
+            "warning": None if tiers else NO_TIERS_WARNING}
 
 
 @functools.lru_cache(maxsize=256)

@@ -153,7 +153,7 @@ def calibrate(model: KirchhoffNet, points: int = 512, seed: int = 0, safety: flo
 
 
 def search_steps(model: KirchhoffNet, ref: Reference, targets: list[float], n_single: int = 0,
-                 max_rounds: int = 6, progress=None) -> tuple[list[int], tuple[float, ...], list[int]]:
+                 max_rounds: int = 12, progress=None) -> tuple[list[int], tuple[float, ...], list[int]]:
     """Steps 3–5 of the module doc: the fewest RK4 steps per layer whose end-to-end errors on
     ``ref`` meet ``targets`` = (x, log p on all rows, x, log p on the first ``n_single`` rows).
     Returns ``(steps, errors in the targets' order, layers set by their rounding floor)``.

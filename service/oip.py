@@ -13,7 +13,7 @@ protocol's ``parameters``: the request's ``seed``, ``n``, ``with_logprob``, ``ti
 ``tolerance`` and ``chip`` (an object or its JSON text) are validated by the native request
 schemas, then solved by the service's own code (same batcher, limits, metrics and status codes);
 the response's carry ``status``, ``nfe``, ``solve_s``, ``projected_chip_latency_s`` (and
-``seed``, ``chip``, ``error_bound``, ``in_verified_region`` where they are not null).
+``seed``, ``chip``, ``accuracy_tier``, ``error_bound``, ``in_verified_region`` where they are not null).
 Tensors travel as JSON ``data`` or in the binary tensor extension. Error bodies are
 ``{"error": message}``.
 """

@@ -16,7 +16,7 @@ from typing import Any
 import bentoml
 import torch
 
-from models.accuracy import choose_tier, tier_solver
+from models.accuracy import NO_TIERS_WARNING, choose_tier, tier_solver, tiers_summary
 from models.checkpoint import load_model
 from models.config import SolverConfig
 from models.flow import KirchhoffNet
@@ -49,7 +49,7 @@ class ServedModel:
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "created": self.created, **self.metadata,
-                "torch_device": str(self.model.device)}
+                "torch_device": str(self.model.device), "accuracy": tiers_summary(self.model.spec.accuracy_tiers)}
 
 
 def stored_versions() -> list[bentoml.Model]:
@@ -100,6 +100,8 @@ class Registry:
             self.versions.setdefault(name, {})[m.tag.version] = served
             self.models[name] = served
             logger.info("serving model %s (%s) on %s", name, m.tag, device)
+            if not model.spec.accuracy_tiers and model.spec.bijective:
+                logger.warning("model %s (%s): %s", name, m.tag, NO_TIERS_WARNING)
         if self.settings.warmup:
             self.warm_up()
         if self.settings.runtime == "auto" and device == "cpu":

@@ -74,6 +74,10 @@ class _Solved(BaseModel):
     nfe: int = Field(description="vector-field evaluations of the solve(s) that served the request")
     solve_s: float = Field(description="server-side solve wall time, seconds")
     projected_chip_latency_s: float = Field(description="projected analog-chip latency of one pass, seconds")
+    accuracy_tier: float | None = Field(None, description="tolerance (nats) of the verified accuracy tier that "
+                                        "answered; null when none did: the model has no verified tiers (it "
+                                        "answers with its own solver, without a bound; GET /models/{name} "
+                                        "warns) or the answer is an emulated chip's")
     error_bound: float | None = Field(None, description="verified max error of the returned log-densities, nats "
                                       "(the accuracy tier's, measured on held-out inputs: empirical); null "
                                       "without a log-density, a tier, or for an emulated chip")

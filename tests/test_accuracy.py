@@ -33,6 +33,8 @@ def test_choose_tier_takes_the_fewest_steps_within_the_tolerance():
     with pytest.raises(ValueError, match=r"tolerance 0.0001 nats; the most accurate is verified to 0.00013"):
         choose_tier(tiers, 1e-4)  # its own tolerance, but verified above it: the bound is what was measured
     assert choose_tier((), None) is None
+    # no 1e-3 tier (a 784-D model has only a 1-nat one): the most accurate verified tier answers
+    assert choose_tier((_tier(1.0, (9, 4), 0.6), _tier(3.0, (4, 2), 2.1)), None).steps_per_layer == (9, 4)
     with pytest.raises(ValueError, match="no verified accuracy tiers"):
         choose_tier((), 1e-3)
     solver = tier_solver(SolverConfig(method="dopri5", max_wall_s=3.0), tiers[1])
@@ -108,10 +110,17 @@ def test_cli_tolerance_picks_a_tier_and_reports_its_bound(tmp_path, capsys):
     assert main(["sample", ck, "-n", "1", "--steps", "3"]) == 0  # solver flags: no tier, no bound
     out = json.loads(capsys.readouterr().out)
     assert out["error_bound"] is None and out["nfe"] == 4 * 3 * 2
-    # the benchmark at a tier: ours runs the tier's steps against the same published baseline
-    assert main(["bench", "--models", ck, "--batches", "4", "--json", "--tier", "0.01", "--baseline-budget-s", "0",
-                 "--ours-budget-s", "0", "--kinds", "logprob"]) == 0
+    # the benchmark per tier: ours at the published accuracy and at each tier, against one baseline
+    assert main(["bench", "--models", ck, "--batches", "4", "--json", "--tiers", "0.01", "0.001",
+                 "--baseline-budget-s", "0", "--ours-budget-s", "0", "--kinds", "logprob"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
-    assert rows[0]["ours_nfe"] == 4 * sum(tiers[1e-2]["steps_per_layer"]) and "tier 0.01" in rows[0]["source"]
-    assert main(["bench", "--models", ck, "--tier", "0.005"]) == 2
+    assert [r["setting"] for r in rows] == ["published accuracy", "tier 0.01", "tier 0.001"]
+    assert "calibrated in this run" in rows[0]["source"]  # no calibration record: steps matched to the published
+    for row, tol in zip(rows[1:], (1e-2, 1e-3)):
+        assert row["steps_per_layer"] == ",".join(map(str, tiers[tol]["steps_per_layer"]))
+    for row, tol in zip(rows[1:], (1e-2, 1e-3)):
+        assert row["ours_nfe"] == 4 * sum(tiers[tol]["steps_per_layer"])
+        assert row["baseline_ms"] == rows[0]["baseline_ms"]  # one baseline timing for every setting
+        assert row["ours_error_logp"] <= 2 * tiers[tol]["max_error_logp"]
+    assert main(["bench", "--models", ck, "--tiers", "0.005"]) == 2
     assert "no accuracy tier 0.005" in capsys.readouterr().err

@@ -301,21 +301,26 @@ def knet(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "knet", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-def test_cli_import_calibrates_and_serves_sample_and_logprob(tmp_path):
+def test_cli_import_calibrates_tiers_and_serves_sample_and_logprob(tmp_path):
     model, folder = write_source_folder(tmp_path / "run")
     out = tmp_path / "ckpt"
     res = knet("import-reference", str(folder), "--out", str(out), "--calibration-points", "32")
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["calibration"]["status"] == "calibrated" and report["edges"] == 30
+    assert report["tiers"]["status"] == "calibrated" and "warning" not in res.stderr
     circuit = json.loads((out / "circuit.json").read_text())
     assert circuit["imported_from"]["device_class"] == "ShiftTanh1"
     assert circuit["calibration"]["points"] == 32 and circuit["solver"]["method"] == "rk4"
+    tiers = {t["tolerance_nats"]: t for t in circuit["accuracy_tiers"]}
+    assert report["tiers"]["tolerances"] == list(tiers) and 1e-3 in tiers
     from export.artifacts import build_artifact
     from models.checkpoint import load_model
     manifest = json.loads(build_artifact(load_model(out), "manifest", out).data)
     assert manifest["imported_from"] == circuit["imported_from"]  # the hardware handoff says where it came from
-    solver = SolverConfig(method="rk4", steps_per_layer=tuple(circuit["solver"]["steps_per_layer"]))
+    # answers come from the default (1e-3 nats) tier, and say so
+    default = tiers[1e-3]
+    solver = SolverConfig(method="rk4", steps_per_layer=tuple(default["steps_per_layer"]))
 
     res = knet("sample", str(out), "-n", "5", "--seed", "3", "--dtype", "float64")
     assert res.returncode == 0, res.stderr
@@ -324,16 +329,47 @@ def test_cli_import_calibrates_and_serves_sample_and_logprob(tmp_path):
     want = model.sample(0, z=z, solver=solver)
     torch.testing.assert_close(torch.tensor(sampled["samples"], dtype=torch.float64), want.x, rtol=0, atol=1e-9)
     torch.testing.assert_close(torch.tensor(sampled["logprob"], dtype=torch.float64), want.logp, rtol=0, atol=1e-9)
+    assert sampled["accuracy_tier"] == 1e-3 and sampled["error_bound"] == default["max_error_logp"]
 
-    points = [[0.5, -0.25], [1.0, 0.8], [-1.5, 0.1]]
+    # points inside the verified box: the answer is within the tier's bound of the exact flow
+    low, high = torch.tensor(default["region_low"]), torch.tensor(default["region_high"])
+    points = (low + (high - low) * torch.tensor([[0.3, 0.6], [0.5, 0.5], [0.7, 0.2]])).tolist()
     (tmp_path / "points.json").write_text(json.dumps(points))
     res = knet("logprob", str(out), "--points", str(tmp_path / "points.json"), "--dtype", "float64")
     assert res.returncode == 0, res.stderr
-    got = torch.tensor(json.loads(res.stdout)["logprob"], dtype=torch.float64)
+    answer = json.loads(res.stdout)
+    assert answer["accuracy_tier"] == 1e-3 and answer["in_verified_region"] is True
+    got = torch.tensor(answer["logprob"], dtype=torch.float64)
     torch.testing.assert_close(got, model.log_prob(torch.tensor(points, dtype=torch.float64), solver).logp,
                                rtol=0, atol=1e-9)
     tight = model.log_prob(torch.tensor(points, dtype=torch.float64), TIGHT).logp
-    assert float((got - tight).abs().max()) < 0.01  # calibrated steps stay close to the exact flow
+    assert float((got - tight).abs().max()) <= 2 * answer["error_bound"]  # empirical bound, float32-verified
+
+
+def test_cli_import_without_tiers_warns_and_answers_without_a_bound(tmp_path):
+    _, folder = write_source_folder(tmp_path / "run")
+    out = tmp_path / "ckpt"
+    res = knet("import-reference", str(folder), "--out", str(out), "--calibration-points", "16", "--no-tiers")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["tiers"]["status"] == "skipped"
+    assert json.loads((out / "circuit.json").read_text())["accuracy_tiers"] == []
+    (tmp_path / "points.json").write_text("[[0.1, 0.2]]")
+    res = knet("logprob", str(out), "--points", str(tmp_path / "points.json"))
+    assert res.returncode == 0, res.stderr
+    answer = json.loads(res.stdout)
+    assert answer["accuracy_tier"] is None and answer["error_bound"] is None and len(answer["logprob"]) == 1
+
+
+def test_cli_unreachable_tier_is_reported_not_claimed(tmp_path):
+    _, folder = write_source_folder(tmp_path / "run")
+    out = tmp_path / "ckpt"
+    res = knet("import-reference", str(folder), "--out", str(out), "--calibration-points", "16", "--tiers", "1e-12")
+    assert res.returncode == 0, res.stderr
+    tiers = json.loads(res.stdout)["tiers"]
+    assert tiers["status"] == "calibrated" and tiers["tolerances"] == [] and "float64" in tiers["missing"]["1e-12"]
+    assert "warning: no verified accuracy tiers (calibrated: 1e-12 nats: no RK4 step counts" in res.stderr
+    circuit = json.loads((out / "circuit.json").read_text())
+    assert circuit["accuracy_tiers"] == [] and circuit["calibration"] is not None  # the calibration is kept
 
 
 def test_cli_calibration_timeout_keeps_a_working_checkpoint(tmp_path):
@@ -341,10 +377,13 @@ def test_cli_calibration_timeout_keeps_a_working_checkpoint(tmp_path):
     out = tmp_path / "ckpt"
     res = knet("import-reference", str(folder), "--out", str(out), "--calibration-timeout-s", "0.05")
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["calibration"]["status"] == "timeout"
+    report = json.loads(res.stdout)
+    assert report["calibration"]["status"] == "timeout" and report["tiers"]["status"] == "skipped"
     assert "warning: calibration timeout" in res.stderr and "Traceback" not in res.stderr
+    assert "warning: no verified accuracy tiers" in res.stderr
     circuit = json.loads((out / "circuit.json").read_text())
     assert circuit["calibration"] is None and circuit["solver"]["method"] == "dopri5"
+    assert circuit["accuracy_tiers"] == []
     sampled = load_model(out, torch.float64).sample(4, torch.Generator().manual_seed(0))
     assert sampled.stats.ok and bool(torch.isfinite(sampled.logp).all())
 

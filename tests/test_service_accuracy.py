@@ -28,9 +28,10 @@ def test_default_and_chosen_tiers_carry_their_bound(server):
     r = client.post("/logprob", json={"model": "tiered", "points": [mid, [60.0, 0.0]]}).json()
     assert r["error_bound"] == tiers[1e-3].max_error_logp and r["nfe"] == 4 * sum(tiers[1e-3].steps_per_layer)
     assert r["in_verified_region"] is False  # (60, 0) lies outside the verified box
+    assert r["accuracy_tier"] == 1e-3  # the default tier answers, and says so
     r = client.post("/logprob", json={"model": "tiered", "points": [mid], "tolerance": 0.05}).json()
     assert r["error_bound"] == tiers[1e-2].max_error_logp and r["in_verified_region"] is True
-    assert r["nfe"] == 4 * sum(tiers[1e-2].steps_per_layer)
+    assert r["nfe"] == 4 * sum(tiers[1e-2].steps_per_layer) and r["accuracy_tier"] == 1e-2
     s = client.post("/sample", json={"model": "tiered", "n": 3, "seed": 1, "tolerance": 0.05}).json()
     assert s["error_bound"] == tiers[1e-2].max_error_logp and s["in_verified_region"] is True
     s = client.post("/sample", json={"model": "tiered", "n": 3, "seed": 1, "with_logprob": False}).json()
@@ -45,7 +46,12 @@ def test_an_unmeetable_tolerance_is_a_422_naming_the_best_tier(server):
     assert f"verified to {best:.2g} nats" in r.json()["error"]
     # a model without tiers: no bound, and a tolerance cannot be promised
     plain = client.post("/logprob", json={"model": "tiny", "points": [[0.1, 0.2]]}).json()
-    assert plain["error_bound"] is None and plain["in_verified_region"] is None
+    assert plain["error_bound"] is None and plain["in_verified_region"] is None and plain["accuracy_tier"] is None
+    described = client.get("/models/tiny").json()["accuracy"]
+    assert described["tiers"] == [] and "no verified accuracy tiers" in described["warning"]
+    described = client.get("/models/tiered").json()["accuracy"]
+    assert described["warning"] is None and described["default_tier_nats"] == 1e-3
+    assert [t["tolerance_nats"] for t in described["tiers"]] == [1e-2, 1e-3]
     r = client.post("/sample", json={"model": "tiny", "n": 1, "tolerance": 0.1})
     assert r.status_code == 422 and "no verified accuracy tiers" in r.json()["error"]
 
@@ -59,6 +65,7 @@ def test_open_inference_protocol_carries_tolerance_and_bound(server):
     assert r.status_code == 200, r.text
     params = r.json()["parameters"]
     assert params["error_bound"] == tiers[1e-2].max_error_logp and params["in_verified_region"] is True
+    assert params["accuracy_tier"] == 1e-2
     body["parameters"] = {"tolerance": 1e-8}
     r = client.post("/v2/models/tiered/infer", content=json.dumps(body))
     assert r.status_code == 422 and "no accuracy tier meets" in r.json()["error"]

@@ -112,7 +112,9 @@ def test_cli_tolerance_picks_a_tier_and_reports_its_bound(tmp_path, capsys):
     assert out["error_bound"] is None and out["nfe"] == 4 * 3 * 2
     # the benchmark per tier: ours at the published accuracy and at each tier, against one baseline
     assert main(["bench", "--models", ck, "--batches", "4", "--json", "--tiers", "0.01", "0.001",
-                 "--baseline-budget-s", "0", "--ours-budget-s", "0", "--kinds", "logprob"]) == 0
+                 "--baseline-budget-s", "0", "--ours-budget-s", "0", "--kinds", "logprob",
+                 "--plot", str(tmp_path / "ratios.png")]) == 0
+    assert (tmp_path / "ratios.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert [r["setting"] for r in rows] == ["published accuracy", "tier 0.01", "tier 0.001"]
     assert "calibrated in this run" in rows[0]["source"]  # no calibration record: steps matched to the published

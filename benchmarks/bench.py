@@ -302,11 +302,15 @@ def run_from_args(args: argparse.Namespace) -> int:
         write_csv(rows, args.csv)
     if args.out_json:
         write_json(rows, env, args.out_json)
-    if args.plot:
-        plot_ratios(rows, args.plot, targets=RATIO_TARGETS)
+
     if args.json:
         json.dump({"environment": env, "rows": [asdict(r) for r in rows]}, sys.stdout)
         sys.stdout.write("\n")
     else:
         print(format_table(rows))
+    if args.plot:  # after the table: a plot that cannot be drawn loses nothing measured
+        try:
+            plot_ratios(rows, args.plot, targets=RATIO_TARGETS)
+        except ValueError as err:
+            raise UserInputError(f"--plot: {err} (rows skipped their baseline)") from None
     return 0

@@ -123,14 +123,17 @@ def write_json(rows: list[Row], env: dict, path: str | Path) -> None:
 def plot_ratios(rows: list[Row], path: str | Path, batch: int | None = None,
                 targets: dict[str, float] | None = None) -> None:
     """Bars of the speed-up over the published method (wall time, ``ratio``) per model, one bar per
-    kind × setting, at ``batch`` (default: the largest benchmarked); ``targets`` maps a setting to
+    kind × setting, at ``batch`` (default: the largest with a baseline); ``targets`` maps a setting to
     the ratio it should reach, drawn as a dashed line in its colour."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r.ratio is not None]  # rows whose baseline was skipped have no ratio
+    if not rows:
+        raise ValueError("no row has a baseline to compare with")
     batch = batch or max(r.batch for r in rows)
-    rows = [r for r in rows if r.batch == batch and r.ratio is not None]
+    rows = [r for r in rows if r.batch == batch]
     if not rows:
         raise ValueError(f"no row at batch {batch} has a baseline to compare with")
     models = list(dict.fromkeys(r.model for r in rows))

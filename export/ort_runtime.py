@@ -128,7 +128,8 @@ class OrtRuntime:
         if m is None or not m.use_ort or solver.method != "rk4":
             return False
         n = len(self.steps)
-        if tuple(solver.steps_for(k, n) for k in range(n)) != self.steps or sum(self.steps) > solver.max_steps:
+        same = solver.steps_per_layer == self.steps or tuple(solver.steps_for(k, n) for k in range(n)) == self.steps
+        if not same or sum(self.steps) > solver.max_steps:  # (the tuple compare first: it is every request's case)
             return False
         return m.ort_s * max(1.0, rows / m.batch) <= solver.max_wall_s / 2
 

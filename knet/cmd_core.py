@@ -58,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _add_accuracy_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tolerance", type=float, metavar="NATS",
                    help="largest acceptable log p error: the fewest-step verified accuracy tier within it "
-                        "(default: the 1e-3 tier when the model has tiers and no solver flag is given)")
+                        "(default: the 1e-3 tier, else the most accurate one, when the model has tiers and no "
+                        "solver flag is given)")
 
 
 def _add_runtime_arg(p: argparse.ArgumentParser) -> None:

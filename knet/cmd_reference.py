@@ -30,12 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--name", help="model name (default: the folder's test_bench, else its directory name)")
     p.add_argument("--no-calibrate", action="store_true",
-                   help="keep the published solver (dopri5) instead of calibrating RK4 step counts")
+                   help="keep the published solver (dopri5): no RK4 calibration and no accuracy tiers")
     p.add_argument("--calibration-points", type=int,
                    help="latents for calibration (default 512; 16 above 64 dimensions, where one "
                         "tight solve takes minutes)")
     p.add_argument("--calibration-timeout-s", type=float, default=DEFAULT_TIMEOUT_S,
-                   help="wall-clock bound on calibration, seconds (default %(default)s)")
+                   help="wall-clock bound on calibration and the accuracy tiers together, seconds "
+                        "(default %(default)s)")
     p.add_argument("--tiers", nargs="+", type=float, metavar="NATS",
                    help="log p tolerances of the accuracy tiers to verify (default 1e-2 1e-3 1e-4; 1 above "
                         "64 dimensions, where float32 log-densities cannot be more accurate)")
@@ -49,8 +50,9 @@ def cmd_import_reference(args: argparse.Namespace) -> int:
     import torch
 
     from models import calibration
-    from models.accuracy import default_tolerances
+    from models.accuracy import DEFAULT_TIER_NATS, default_tolerances
     from models.checkpoint import CIRCUIT_FILE, atomic_write, circuit_bytes, content_hash, save_model
+    from models.data import TASKS
     from models.reference import read_folder
 
     from .common import print_json
@@ -61,98 +63,119 @@ def cmd_import_reference(args: argparse.Namespace) -> int:
         raise UserInputError("--calibration-timeout-s must be > 0")
     if args.tiers and any(not t > 0 for t in args.tiers):
         raise UserInputError("--tiers: tolerances must be > 0 (nats)")
+    if args.tiers and (args.no_tiers or args.no_calibrate):
+        raise UserInputError(f"--tiers and {'--no-tiers' if args.no_tiers else '--no-calibrate'}: choose one")
     imported = read_folder(args.folder, args.name)
-    tolerances = () if args.no_tiers else tuple(args.tiers or default_tolerances(imported.spec.data_dim))
+    spec = imported.spec
+    tolerances = () if args.no_tiers or args.no_calibrate else tuple(args.tiers or default_tolerances(spec.data_dim))
     model = imported.model(torch.float64)
     out = Path(args.out)
     save_model(model, out)
-    spec = model.spec
-    report: dict = {"status": "skipped", "solver": spec.solver.method}
-    tiers_report: dict = {"status": "skipped"}
+    result = BoundedCalibration()
     if not args.no_calibrate:
         dtype = torch.float32 if args.dtype == "float32" else torch.float64
         points = args.calibration_points or (512 if spec.data_dim <= 64 else 16)
-        result = calibrate_bounded(model.to(dtype), points, args.calibration_timeout_s, tolerances)
-        report, tiers_report = result.report, result.tiers_report
+        # the tiers' diverse inputs depend on the task: the source's bench name, whatever --name says
+        task = TASKS.get(spec.imported_from.test_bench or spec.name)
+        result = calibrate_bounded(model.to(dtype), points, args.calibration_timeout_s, tolerances, task)
         if result.record is not None:
             spec = calibration.apply(spec, result.record)
-            report["steps_per_layer"] = list(result.record.steps_per_layer)
+            result.report["steps_per_layer"] = list(result.record.steps_per_layer)
         else:
-            print(f"warning: calibration {report['status']} ({report['reason']}); {out} keeps the published "
-                  f"solver ({spec.solver.method}); run `knet calibrate {out} --write` to calibrate later",
+            print(f"warning: calibration {result.report['status']} ({result.report['reason']}); {out} keeps the "
+                  f"published solver ({spec.solver.method}); run `knet calibrate {out} --write` to calibrate later",
                   file=sys.stderr)
-        if result.tiers:
-            spec = spec.model_copy(update={"accuracy_tiers": tuple(result.tiers)})
+        spec = spec.model_copy(update={"accuracy_tiers": tuple(result.tiers)})
         atomic_write(out / CIRCUIT_FILE, circuit_bytes(spec))
-    if tolerances and not spec.accuracy_tiers:
-        missing = tiers_report.get("missing") or {}
-        why = tiers_report.get("reason") or "; ".join(f"{k} nats: {v}" for k, v in missing.items()) or "not run"
-        print(f"warning: no verified accuracy tiers ({tiers_report['status']}: {why}); {out} answers with its "
-              f"{spec.solver.method} solver and no error bound (accuracy_tier null); run `knet calibrate {out} "
-              "--tiers --write` to verify tiers later", file=sys.stderr)
+    report = {"solver": spec.solver.method, **result.report}
+    _warn_tiers(out, spec, tolerances, result.tiers_report, DEFAULT_TIER_NATS)
     print_json({"name": spec.name, "out": str(out), "sha256": content_hash(out), "device": spec.device,
                 "device_class": spec.imported_from.device_class, "data_dim": spec.data_dim,
                 "layers": len(spec.layers), "edges": spec.num_edges,
                 "ignored_keys": list(spec.imported_from.ignored_keys), "calibration": report,
-                "tiers": tiers_report})
+                "tiers": result.tiers_report})
     return 0
+
+
+def _warn_tiers(out: Path, spec, tolerances, report: dict, default_nats: float) -> None:
+    """The warnings an operator needs about the tiers: none verified (answers carry no bound), or
+    some left out (timeout, unreachable), or no default tier (another one answers by default)."""
+    later = f"run `knet calibrate {out} --tiers --write` to verify them later"
+    missing = report.get("missing") or {}
+    why = "; ".join(filter(None, [report.get("reason"), *(f"{k} nats: {v}" for k, v in missing.items())]))
+    if tolerances and not spec.accuracy_tiers:
+        print(f"warning: no verified accuracy tiers ({report['status']}: {why or 'not run'}); {out} answers with "
+              f"its {spec.solver.method} solver and no error bound (accuracy_tier null); {later}", file=sys.stderr)
+        return
+    if report.get("status") in ("timeout", "failed"):
+        print(f"warning: accuracy tiers {report['status']} ({why}); kept the verified ones "
+              f"({', '.join(f'{t.tolerance_nats:g}' for t in spec.accuracy_tiers)} nats); {later}", file=sys.stderr)
+    if spec.accuracy_tiers and all(t.tolerance_nats != default_nats for t in spec.accuracy_tiers):
+        best = min(spec.accuracy_tiers, key=lambda t: t.max_error_logp)
+        print(f"warning: no {default_nats:g}-nats tier; requests without a tolerance get the most accurate one "
+              f"({best.tolerance_nats:g} nats, verified to {best.max_error_logp:.3g})", file=sys.stderr)
 
 
 @dataclass
 class BoundedCalibration:
     """What :func:`calibrate_bounded` got done in time. ``report`` / ``tiers_report``: ``status``
-    (``calibrated``, ``timeout``, ``failed``; tiers also ``skipped``), ``seconds`` and, on failure,
-    ``reason``; the tiers report lists the tolerances that got no tier (``missing``)."""
+    (``calibrated``, ``timeout``, ``failed``, ``skipped``; tiers also ``none``: searched, none
+    reached), ``seconds`` of that phase and, where it did not finish, ``reason``; the tiers
+    report lists the verified tolerances (``tolerances``) and those that got none (``missing``)."""
 
-    record: object | None  # models.config.CalibrationRecord
-    report: dict
+    record: object | None = None  # models.config.CalibrationRecord
+    report: dict = field(default_factory=lambda: {"status": "skipped"})
     tiers: list = field(default_factory=list)  # models.config.AccuracyTier, most tolerant first
     tiers_report: dict = field(default_factory=lambda: {"status": "skipped"})
 
 
-def calibrate_bounded(model, points: int, timeout_s: float, tolerances=()) -> BoundedCalibration:
+def calibrate_bounded(model, points: int, timeout_s: float, tolerances=(), task=None) -> BoundedCalibration:
     """Calibrate ``model``'s RK4 steps, then verify its accuracy tiers for ``tolerances`` (nats;
-    none: no tiers), in a forked child killed when ``timeout_s`` (both together) runs out. The
-    calibration is kept when only the tiers run out of time."""
+    none: no tiers) with the diverse inputs of ``task``, in a forked child killed when
+    ``timeout_s`` (both together) runs out. The child reports each result as it comes (the
+    calibration, then each tier), so what was done before the time ran out is kept."""
     from models.config import AccuracyTier, CalibrationRecord
 
     ctx = multiprocessing.get_context("fork")  # the child inherits the model; nothing to pickle
     receiver, sender = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_calibrate_child, args=(model, points, tuple(tolerances), sender), daemon=True)
+    child = ctx.Process(target=_calibrate_child, args=(model, points, tuple(tolerances), task, sender),
+                        daemon=True)
     started = time.perf_counter()
     child.start()
     sender.close()
 
-    def next_message(what: str):
+    def next_message() -> tuple:
         left = timeout_s - (time.perf_counter() - started)
         try:
             if left > 0 and receiver.poll(left):
                 return receiver.recv()
         except EOFError:  # the child died without a word (killed, out of memory)
+            child.join(1)
             return "failed", f"calibration process exited with code {child.exitcode}"
-        return "timeout", f"{what} not finished within {timeout_s:g} s with {points} points"
+        return "timeout", f"not finished within {timeout_s:g} s with {points} points"
 
-    def report(message, **extra) -> dict:
-        status = "calibrated" if message[0] == "ok" else message[0]
-        out = {"status": status, "seconds": round(time.perf_counter() - started, 1), **extra}
-        return out if status == "calibrated" else {**out, "reason": message[1]}
+    def seconds(since: float) -> float:
+        return round(time.perf_counter() - since, 1)
 
+    result = BoundedCalibration()
     try:
-        first = next_message("calibration")
-        result = BoundedCalibration(
-            CalibrationRecord.model_validate_json(first[1]) if first[0] == "ok" else None,
-            report(first, **({"points": points} if first[0] == "ok" else {})))
-        if first[0] == "ok" and tolerances:
-            second = next_message("accuracy tiers")
-            if second[0] == "ok":
-                tiers, missing = second[1]
-                result.tiers = [AccuracyTier.model_validate_json(t) for t in tiers]
-                result.tiers_report = report(second, points=points, tolerances=[t.tolerance_nats for t in
-                                                                               result.tiers], missing=missing)
-            else:
-                result.tiers_report = report(second)
+        kind, payload = next_message()
+        if kind == "calibration":
+            result.record = CalibrationRecord.model_validate_json(payload)
+            result.report = {"status": "calibrated", "seconds": seconds(started), "points": points}
+        else:
+            result.report = {"status": kind, "seconds": seconds(started), "reason": payload}
+        if kind in ("calibration", "failed") and tolerances:  # tiers do not need the calibration
+            phase = time.perf_counter()
+            while (message := next_message())[0] == "tier":
+                result.tiers.append(AccuracyTier.model_validate_json(message[1]))
+            kind, payload = message
+            status = ("calibrated" if result.tiers else "none") if kind == "tiers" else kind
+            result.tiers_report = {"status": status, "seconds": seconds(phase), "points": points,
+                                   "tolerances": [t.tolerance_nats for t in result.tiers]}
+            result.tiers_report.update({"missing": payload} if kind == "tiers" else {"reason": payload})
         elif tolerances:
-            result.tiers_report = {"status": "skipped", "reason": "needs the calibration, which did not finish"}
+            result.tiers_report = {"status": "skipped", "reason": "the time bound ran out during calibration"}
     finally:
         if child.is_alive():
             child.terminate()
@@ -163,12 +186,14 @@ def calibrate_bounded(model, points: int, timeout_s: float, tolerances=()) -> Bo
     return result
 
 
-def _calibrate_child(model, points: int, tolerances: tuple, sender) -> None:
+def _calibrate_child(model, points: int, tolerances: tuple, task, sender) -> None:
+    """Messages to the parent, in order: ``("calibration", record JSON)`` or ``("failed",
+    reason)``; then per verified tier ``("tier", tier JSON)``; then ``("tiers", {tolerance:
+    why none})`` or ``("failed", reason)``."""
     from tqdm import tqdm
 
     from models import calibration
     from models.accuracy import calibrate_tiers
-    from models.data import TASKS
 
     n_layers = len(model.spec.layers)
     bar = tqdm(total=n_layers, desc="calibrate: reference solve", unit="layer", file=sys.stderr)
@@ -180,24 +205,27 @@ def _calibrate_child(model, points: int, tolerances: tuple, sender) -> None:
         bar.set_postfix(layer=k, steps=steps)
         bar.update(1)
 
+    def tier_progress(line: str) -> None:
+        if line.endswith("searching steps"):  # the reference, or the tier before, is done
+            bar.update(1)
+        bar.set_postfix_str(line)
+
     try:
-        record = calibration.calibrate(model, points=points, progress=progress)
-        sender.send(("ok", record.model_dump_json()))
+        try:
+            sender.send(("calibration", calibration.calibrate(model, points=points, progress=progress)
+                         .model_dump_json()))
+        except Exception as err:  # reported to the parent as data; the checkpoint stays usable
+            sender.send(("failed", str(err)))
         if tolerances:
             bar.reset(total=len(tolerances) + 1)
             bar.set_description("accuracy tiers")
-
-            def tier_progress(line: str) -> None:
-                if line.endswith("searching steps"):  # the reference, or the tier before, is done
-                    bar.update(1)
-                bar.set_postfix_str(line)
-
-            tiers, missing = calibrate_tiers(model, TASKS.get(model.spec.name), tolerances, points=points,
-                                             progress=tier_progress)
-            bar.update(1)
-            sender.send(("ok", ([t.model_dump_json() for t in tiers], {f"{k:g}": v for k, v in missing.items()})))
-    except Exception as err:  # reported to the parent as data; the checkpoint stays usable
-        sender.send(("failed", str(err)))
+            try:
+                _, missing = calibrate_tiers(model, task, tolerances, points=points, progress=tier_progress,
+                                             on_tier=lambda t: sender.send(("tier", t.model_dump_json())))
+                bar.update(1)
+                sender.send(("tiers", {f"{k:g}": v for k, v in missing.items()}))
+            except Exception as err:
+                sender.send(("failed", str(err)))
     finally:
         bar.close()
         sender.close()

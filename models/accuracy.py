@@ -75,10 +75,12 @@ def _latents(model: KirchhoffNet, n: int, task: Task | None, seed: int) -> Tenso
 
 
 def calibrate_tiers(model: KirchhoffNet, task: Task | None, tolerances=DEFAULT_TOLERANCES, points: int = 512,
-                    seed: int = 0, progress: Callable[[str], None] | None = None
+                    seed: int = 0, progress: Callable[[str], None] | None = None,
+                    on_tier: Callable[[AccuracyTier], None] | None = None
                     ) -> tuple[list[AccuracyTier], dict[float, str]]:
     """The verified tiers of ``model`` (in its own dtype) for ``tolerances`` (nats), and the reason
-    for each tolerance that got none."""
+    for each tolerance that got none. ``on_tier`` receives each tier as soon as it is verified
+    (a caller under a time bound keeps those if a later search runs out of time)."""
     if not model.spec.bijective:
         raise ValueError("accuracy tiers need a bijective circuit (log-density defined)")
     say = progress or (lambda _: None)
@@ -104,6 +106,8 @@ def calibrate_tiers(model: KirchhoffNet, task: Task | None, tolerances=DEFAULT_T
                                   verified_points=len(ver.z), region_low=low, region_high=high,
                                   latent_radius=radius, dtype=str(model.dtype).removeprefix("torch.")))
         say(f"tier {tol:g} nats: steps {steps}, verified max log p error {float(el.max()):.2g}")
+        if on_tier is not None:
+            on_tier(tiers[-1])
     return tiers, missing
 
 
@@ -165,16 +169,17 @@ def answer_accuracy(tier: AccuracyTier | None, with_logprob: bool, points: Tenso
             "in_verified_region": in_region(tier, points=points, latents=latents)}
 
 
-def tiers_summary(tiers) -> dict:
-    """What a model promises about accuracy, for its description (``GET /models/{name}``): each
-    tier's tolerance, steps and verified errors, the default tier, and a warning where there is
-    no verified tier (answers then carry no error bound)."""
+def tiers_summary(spec) -> dict:
+    """What the circuit ``spec`` promises about accuracy, for its description (``GET
+    /models/{name}``): each tier's tolerance, steps and verified errors, the default tier, and a
+    warning where a model with a log-density has no verified tier (its answers carry no bound)."""
+    tiers = spec.accuracy_tiers
     default = choose_tier(tiers, None)
     return {"tiers": [{"tolerance_nats": t.tolerance_nats, "steps_per_layer": list(t.steps_per_layer),
                        "max_error_logp": t.max_error_logp, "p999_error_logp": t.p999_error_logp,
                        "max_error_x": t.max_error_x} for t in tiers],
             "default_tier_nats": None if default is None else default.tolerance_nats,
-            "warning": None if tiers else NO_TIERS_WARNING}
+            "warning": None if tiers or not spec.bijective else NO_TIERS_WARNING}
 
 
 @functools.lru_cache(maxsize=256)

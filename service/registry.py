@@ -49,7 +49,7 @@ class ServedModel:
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "created": self.created, **self.metadata,
-                "torch_device": str(self.model.device), "accuracy": tiers_summary(self.model.spec.accuracy_tiers)}
+                "torch_device": str(self.model.device), "accuracy": tiers_summary(self.model.spec)}
 
 
 def stored_versions() -> list[bentoml.Model]:

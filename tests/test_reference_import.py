@@ -366,10 +366,32 @@ def test_cli_unreachable_tier_is_reported_not_claimed(tmp_path):
     res = knet("import-reference", str(folder), "--out", str(out), "--calibration-points", "16", "--tiers", "1e-12")
     assert res.returncode == 0, res.stderr
     tiers = json.loads(res.stdout)["tiers"]
-    assert tiers["status"] == "calibrated" and tiers["tolerances"] == [] and "float64" in tiers["missing"]["1e-12"]
-    assert "warning: no verified accuracy tiers (calibrated: 1e-12 nats: no RK4 step counts" in res.stderr
+    assert tiers["status"] == "none" and tiers["tolerances"] == [] and "float64" in tiers["missing"]["1e-12"]
+    assert "warning: no verified accuracy tiers (none: 1e-12 nats: no RK4 step counts" in res.stderr
     circuit = json.loads((out / "circuit.json").read_text())
     assert circuit["accuracy_tiers"] == [] and circuit["calibration"] is not None  # the calibration is kept
+
+
+def test_cli_without_a_default_tier_says_which_tier_answers(tmp_path):
+    _, folder = write_source_folder(tmp_path / "run")
+    out = tmp_path / "ckpt"
+    res = knet("import-reference", str(folder), "--out", str(out), "--calibration-points", "16", "--tiers", "0.05")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["tiers"]["tolerances"] == [0.05]
+    assert ("warning: no 0.001-nats tier; requests without a tolerance get the most accurate one (0.05 nats"
+            in res.stderr)
+    (tmp_path / "points.json").write_text("[[0.1, 0.2]]")
+    res = knet("logprob", str(out), "--points", str(tmp_path / "points.json"))
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["accuracy_tier"] == 0.05
+
+
+def test_cli_contradictory_tier_flags_are_refused(tmp_path):
+    _, folder = write_source_folder(tmp_path / "run")
+    for flag in ("--no-tiers", "--no-calibrate"):
+        res = knet("import-reference", str(folder), "--out", str(tmp_path / "ckpt"), "--tiers", "0.01", flag)
+        assert res.returncode == 2 and f"--tiers and {flag}: choose one" in res.stderr
+    assert not (tmp_path / "ckpt").exists()
 
 
 def test_cli_calibration_timeout_keeps_a_working_checkpoint(tmp_path):

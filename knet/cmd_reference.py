@@ -100,6 +100,8 @@ def cmd_import_reference(args: argparse.Namespace) -> int:
 def _warn_tiers(out: Path, spec, tolerances, report: dict, default_nats: float) -> None:
     """The warnings an operator needs about the tiers: none verified (answers carry no bound), or
     some left out (timeout, unreachable), or no default tier (another one answers by default)."""
+    from models.accuracy import choose_tier
+
     later = f"run `knet calibrate {out} --tiers --write` to verify them later"
     missing = report.get("missing") or {}
     why = "; ".join(filter(None, [report.get("reason"), *(f"{k} nats: {v}" for k, v in missing.items())]))
@@ -110,10 +112,10 @@ def _warn_tiers(out: Path, spec, tolerances, report: dict, default_nats: float) 
     if report.get("status") in ("timeout", "failed"):
         print(f"warning: accuracy tiers {report['status']} ({why}); kept the verified ones "
               f"({', '.join(f'{t.tolerance_nats:g}' for t in spec.accuracy_tiers)} nats); {later}", file=sys.stderr)
-    if spec.accuracy_tiers and all(t.tolerance_nats != default_nats for t in spec.accuracy_tiers):
-        best = min(spec.accuracy_tiers, key=lambda t: t.max_error_logp)
+    default = choose_tier(spec.accuracy_tiers, None)  # the tier that answers requests naming no tolerance
+    if default is not None and default.tolerance_nats != default_nats:
         print(f"warning: no {default_nats:g}-nats tier; requests without a tolerance get the most accurate one "
-              f"({best.tolerance_nats:g} nats, verified to {best.max_error_logp:.3g})", file=sys.stderr)
+              f"({default.tolerance_nats:g} nats, verified to {default.max_error_logp:.3g})", file=sys.stderr)
 
 
 @dataclass

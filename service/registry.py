@@ -16,7 +16,7 @@ from typing import Any
 import bentoml
 import torch
 
-from models.accuracy import NO_TIERS_WARNING, choose_tier, tier_solver, tiers_summary
+from models.accuracy import choose_tier, tier_solver, tiers_summary
 from models.checkpoint import load_model
 from models.config import SolverConfig
 from models.flow import KirchhoffNet
@@ -100,8 +100,9 @@ class Registry:
             self.versions.setdefault(name, {})[m.tag.version] = served
             self.models[name] = served
             logger.info("serving model %s (%s) on %s", name, m.tag, device)
-            if not model.spec.accuracy_tiers and model.spec.bijective:
-                logger.warning("model %s (%s): %s", name, m.tag, NO_TIERS_WARNING)
+            warning = tiers_summary(model.spec)["warning"]  # the one rule for when to warn
+            if warning:
+                logger.warning("model %s (%s): %s", name, m.tag, warning)
         if self.settings.warmup:
             self.warm_up()
         if self.settings.runtime == "auto" and device == "cpu":

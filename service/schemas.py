@@ -26,7 +26,8 @@ Timeout = Annotated[float | None, Field(None, ge=1e-3, le=_S.solve_timeout_s,
 Tolerance = Annotated[float | None, Field(None, ge=1e-9, le=1e3, allow_inf_nan=False,
                                            description="largest acceptable error of log p, nats: the fewest-step "
                                                        "verified accuracy tier within it answers (default: the "
-                                                       "1e-3 tier where the model has tiers); 422 if none")]
+                                                       "1e-3 tier, else the most accurate, where the model has "
+                                                       "tiers); 422 if none")]
 Coordinate = Annotated[float, Field(allow_inf_nan=False, ge=-_S.max_abs_coordinate, le=_S.max_abs_coordinate)]
 # validated by the handler against models.config.ChipConfig (400 naming ``chip.<field>`` in the
 # service's error shape); the OpenAPI schema shows ChipConfig's fields and bounds

@@ -283,11 +283,17 @@ def _object(value, where: str) -> dict:
 
 
 def _check_outputs(doc: dict) -> None:
-    """The requested ``outputs`` are absent or a list of objects with a string name (400 otherwise)."""
+    """The requested ``outputs`` are absent or a list of objects with a string name, whose
+    ``parameters`` are an object with a boolean ``binary_data`` if any (400 otherwise), checked
+    before the solve so a malformed request never waits for one."""
     requested = doc.get("outputs", [])
     if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
                                                   for o in requested):
         raise ServiceError(400, "outputs: expected a list of objects with a name (leave it out for every output)")
+    for o in requested:
+        where = f"outputs ({o['name']}).parameters"
+        if not isinstance(_object(o.get("parameters"), where).get("binary_data", False), bool):
+            raise ServiceError(400, f"{where}.binary_data: expected true or false")
 
 
 def render_infer_response(doc: dict, oip_name: str, version: str, results: dict[str, torch.Tensor | None],
@@ -308,10 +314,7 @@ def render_infer_response(doc: dict, oip_name: str, version: str, results: dict[
                                f"(outputs: {', '.join(available)})")
         array = results[name].detach().cpu().numpy().astype("<f8")
         entry = _tensor_meta(name, list(array.shape))
-        binary = _object(o.get("parameters"), f"outputs ({name}).parameters").get("binary_data", all_binary)
-        if not isinstance(binary, bool):
-            raise ServiceError(400, f"outputs ({name}).parameters.binary_data: expected true or false")
-        if binary:
+        if (o.get("parameters") or {}).get("binary_data", all_binary):  # types checked by _check_outputs
             data = array.tobytes()
             entry["parameters"] = {"binary_data_size": len(data)}
             chunks.append(data)

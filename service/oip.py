@@ -139,9 +139,7 @@ async def infer(svc, request: Request) -> Response:
     version = request.path_params.get("version")
     served, kind = resolve(svc, oip_name, version)
     doc, tensors = await read_infer_request(request)
-    params = doc.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise ServiceError(400, "parameters: expected an object")
+    params = _object(doc, "parameters", "parameters")
     allowed = SAMPLER_PARAMETERS if kind == "sample" else LOGPROB_PARAMETERS
     if not isinstance(params.get("binary_data_output", False), bool):  # checked before any solve
         raise ServiceError(400, "parameters.binary_data_output: expected true or false")
@@ -253,7 +251,7 @@ def _input_tensor(i: int, spec, binary: bytes, offset: int) -> tuple[str, np.nda
             or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
         raise ServiceError(400, f"inputs[{i}] ({name}): shape must be [rows, d] (non-negative integers)")
     dtype = INPUT_DTYPES[datatype]
-    size = _object(spec.get("parameters"), f"inputs[{i}].parameters").get("binary_data_size")
+    size = _object(spec, "parameters", f"inputs[{i}].parameters").get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or offset + size > len(binary):
             raise ServiceError(400, f"inputs[{i}] ({name}): binary_data_size past the end of the body")
@@ -273,10 +271,12 @@ def _input_tensor(i: int, spec, binary: bytes, offset: int) -> tuple[str, np.nda
     return name, array.reshape(shape), offset
 
 
-def _object(value, where: str) -> dict:
-    """``value`` when it is an object (None: empty); 400 naming ``where`` otherwise."""
-    if value is None:
+def _object(container: dict, key: str, where: str) -> dict:
+    """``container[key]`` when it is an object, empty when the key is absent; 400 naming ``where``
+    otherwise (null included: the protocol's schema says object or leave it out)."""
+    if key not in container:
         return {}
+    value = container[key]
     if not isinstance(value, dict):
         raise ServiceError(400, f"{where}: expected an object")
     return value
@@ -292,7 +292,7 @@ def _check_outputs(doc: dict) -> None:
         raise ServiceError(400, "outputs: expected a list of objects with a name (leave it out for every output)")
     for o in requested:
         where = f"outputs ({o['name']}).parameters"
-        if not isinstance(_object(o.get("parameters"), where).get("binary_data", False), bool):
+        if not isinstance(_object(o, "parameters", where).get("binary_data", False), bool):
             raise ServiceError(400, f"{where}.binary_data: expected true or false")
 
 

@@ -213,13 +213,13 @@ def _model_routes(registry, artifact_types: dict[str, str]) -> dict:
 _SAMPLE_FIELDS = _nullable(SampleRequest.model_json_schema())["properties"]
 INFER_REQUEST = {
     "type": "object", "title": "InferRequest", "required": ["inputs"],
-    "description": "Open Inference Protocol request: log-density models take `points` [rows, d] and the parameter "
-                   "timeout_s; samplers `z` [rows, d] or none (then the parameters n, seed); `data` holds rows × d "
-                   "numbers (docs/service.md)",
+    "description": "Open Inference Protocol request: log-density models take `points` [rows, d] and the parameters "
+                   "timeout_s and tolerance; samplers `z` [rows, d] or none (then the parameters n, seed) and the "
+                   "same two; `data` holds rows × d numbers (docs/service.md)",
     "properties": {
         "id": {"type": "string"},
         "parameters": {"type": "object", "additionalProperties": False, "properties": {
-            **{k: _SAMPLE_FIELDS[k] for k in ("n", "seed", "with_logprob", "timeout_s")},
+            **{k: _SAMPLE_FIELDS[k] for k in ("n", "seed", "with_logprob", "timeout_s", "tolerance")},
             "chip": {"anyOf": [_SAMPLE_FIELDS["chip"], {"type": "string", "description": "the chip as JSON text"}]},
             "binary_data_output": {"type": "boolean"}}},
         "inputs": {"type": "array", "items": {

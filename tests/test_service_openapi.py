@@ -81,3 +81,12 @@ def test_schemathesis_all_checks_over_every_route(server, tmp_path):
                        capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
     assert client.get("/readyz").status_code == 200
+
+
+def test_the_documented_oip_parameters_are_the_accepted_ones():
+    """The OIP request schema lists exactly the parameters the handler accepts (a parameter
+    missing there is one schema-driven clients cannot send, and fuzzers call a violation)."""
+    from service.oip import PROTOCOL_PARAMETERS, SAMPLER_PARAMETERS
+    from service.openapi_doc import INFER_REQUEST
+    documented = set(INFER_REQUEST["properties"]["parameters"]["properties"])
+    assert documented == set(SAMPLER_PARAMETERS) | PROTOCOL_PARAMETERS

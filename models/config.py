@@ -371,6 +371,8 @@ class TrainConfig(_Frozen):
     eval_samples: int = Field(8192, ge=1)
     hardware_aware: HardwareAwareConfig | None = None
     init_from: str | None = Field(None, description="zoo name or checkpoint directory to fine-tune from")
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="keep an exponential moving average of the "
+                                    "weights with this decay per iteration; the average is what is saved")
 
     @field_validator("task")
     @classmethod

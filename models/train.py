@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,37 @@ def initial_model(cfg: TrainConfig) -> KirchhoffNet:
     return model
 
 
+class WeightAverage:
+    """Exponential moving average of a model's parameters (``decay`` per iteration), started at
+    the initial weights. The average is the model a run saves and returns: it smooths the
+    last iterations' noise, which at a small learning rate is what separates runs."""
+
+    def __init__(self, model: KirchhoffNet, decay: float):
+        self.decay = decay
+        self.shadow = {k: p.detach().clone() for k, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, model: KirchhoffNet) -> None:
+        for k, p in model.named_parameters():
+            self.shadow[k].lerp_(p.detach(), 1.0 - self.decay)
+
+    @contextmanager
+    def applied(self, model: KirchhoffNet):
+        """Within the block, ``model`` holds the averaged weights; its own come back after."""
+        own = {k: p.detach().clone() for k, p in model.named_parameters()}
+        _assign(model, self.shadow)
+        try:
+            yield model
+        finally:
+            _assign(model, own)
+
+
+@torch.no_grad()
+def _assign(model: KirchhoffNet, values: dict[str, torch.Tensor]) -> None:
+    for k, p in model.named_parameters():
+        p.copy_(values[k])
+
+
 def learning_rate(cfg: TrainConfig, it: int) -> float:
     """Cosine decay from ``lr`` to ``lr_final`` over the run."""
     frac = min(it / max(cfg.iterations - 1, 1), 1.0)
@@ -119,7 +151,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
 
     Resumes from ``out_dir/train_state.pt`` when present and ``resume`` is set: parameters,
     optimiser state, loss history and torch's global random state, so a resumed run is
-    bit-identical to an uninterrupted one. ``checkpoint_before_rename`` is the fault-injection
+    bit-identical to an uninterrupted one. With ``cfg.ema_decay`` the saved and returned model
+    is the weights' moving average (:class:`WeightAverage`), which the train state carries
+    beside the raw weights. ``checkpoint_before_rename`` is the fault-injection
     hook of every checkpoint file write (:data:`models.checkpoint.BeforeRename`). Returns the
     trained model and its loss history.
     """
@@ -133,10 +167,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     task = get_task(cfg.task)
     model = initial_model(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    history, start = _resume(out, model, opt) if resume else (TrainHistory(), 0)
+    history, start, averaged = _resume(out, model, opt) if resume else (TrainHistory(), 0, None)
     if distributed:  # every rank starts from rank 0's parameters
         for p in model.parameters():
             torch.distributed.broadcast(p.data, 0)
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay is not None else None
+    if ema is not None and averaged is not None:
+        ema.shadow = averaged
     per_rank = max(cfg.batch_size // world, 1)
     bar = _progress(range(start, cfg.iterations), cfg, progress and rank == 0, start)
     t0 = time.perf_counter()
@@ -144,22 +181,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, it)
         rng = np.random.default_rng([cfg.seed, it, rank])
-        loss = loss_fn(model, task, cfg, rng, per_rank)
-        opt.zero_grad(set_to_none=False)
-        if torch.isfinite(loss):
-            loss.backward()
-        if distributed:
-            for p in model.parameters():
-                torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
-                p.grad /= world
-            torch.distributed.all_reduce(loss_t := loss.detach().clone(), op=torch.distributed.ReduceOp.SUM)
-            loss_value = float(loss_t) / world
-        else:
-            loss_value = float(loss.detach())
-        grads_ok = all(torch.isfinite(p.grad).all() for p in model.parameters())
-        if math.isfinite(loss_value) and grads_ok:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+        loss_value = _optimizer_step(model, opt, loss_fn(model, task, cfg, rng, per_rank), cfg, world, ema)
         history.loss.append(loss_value)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{learning_rate(cfg, it):.1e}")
@@ -167,43 +189,79 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
         if rank == 0 and ((it + 1) % cfg.checkpoint_every == 0 or last):
             history.seconds += time.perf_counter() - t0
             t0 = time.perf_counter()
-            _checkpoint(model, opt, history, it + 1, out, checkpoint_before_rename)
+            _checkpoint(model, opt, history, it + 1, out, ema, checkpoint_before_rename)
             if on_checkpoint is not None:
-                on_checkpoint(model, history)
+                with ema.applied(model) if ema is not None else nullcontext(model) as served:
+                    on_checkpoint(served, history)
     if distributed:
         torch.distributed.barrier()
+    if ema is not None:
+        _assign(model, ema.shadow)
     model.requires_grad_(False)
     return model, history
 
 
-def _resume(out: Path, model: KirchhoffNet, opt: torch.optim.Optimizer) -> tuple[TrainHistory, int]:
+def _optimizer_step(model: KirchhoffNet, opt: torch.optim.Optimizer, loss: torch.Tensor, cfg: TrainConfig,
+                    world: int, ema: WeightAverage | None) -> float:
+    """Backpropagate ``loss``, average gradients (and the loss) over ``world`` ranks, clip and
+    step, then update the moving average; a non-finite loss or gradient skips the step.
+    Returns the (rank-averaged) loss value, nats."""
+    opt.zero_grad(set_to_none=False)
+    if torch.isfinite(loss):
+        loss.backward()
+    if world > 1:
+        for p in model.parameters():
+            torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
+            p.grad /= world
+        torch.distributed.all_reduce(loss_t := loss.detach().clone(), op=torch.distributed.ReduceOp.SUM)
+        loss_value = float(loss_t) / world
+    else:
+        loss_value = float(loss.detach())
+    if math.isfinite(loss_value) and all(torch.isfinite(p.grad).all() for p in model.parameters()):
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        if ema is not None:
+            ema.update(model)
+    return loss_value
+
+
+def _resume(out: Path, model: KirchhoffNet, opt: torch.optim.Optimizer
+            ) -> tuple[TrainHistory, int, dict[str, torch.Tensor] | None]:
     """Load ``out/train_state.pt`` into ``model`` and ``opt`` (and torch's global generator);
-    (history, first iteration to run). Temporary files of a write that a killed run left
+    (history, first iteration to run, the weights' moving average if the run keeps one).
+    Temporary files of a write that a killed run left
     behind are deleted first (no rank writes before the first iteration, so it is safe)."""
     remove_stale_temp_files(out)
     state_path = out / TRAIN_STATE_FILE
     if not state_path.is_file():
-        return TrainHistory(), 0
+        return TrainHistory(), 0, None
     state = torch.load(state_path, weights_only=True)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     if "torch_rng_state" in state:  # absent in checkpoints written before it was saved
         torch.set_rng_state(state["torch_rng_state"])
-    return TrainHistory(list(state["loss"]), float(state["seconds"])), int(state["iteration"])
+    return TrainHistory(list(state["loss"]), float(state["seconds"])), int(state["iteration"]), state.get("ema")
 
 
 def _checkpoint(model: KirchhoffNet, opt: torch.optim.Optimizer, history: TrainHistory,
-                iteration: int, out: Path, before_rename: BeforeRename | None = None) -> None:
+                iteration: int, out: Path, ema: WeightAverage | None = None,
+                before_rename: BeforeRename | None = None) -> None:
     """Weights first, train_state.pt last: the train state is the commit record a resume reads,
     so a crash anywhere in between resumes from the previous complete checkpoint. The data
     random stream is derived from (seed, iteration, rank), so the iteration is its state;
-    torch's global generator (anything drawing from it) is saved with the optimiser."""
+    torch's global generator (anything drawing from it) is saved with the optimiser. With a
+    moving average, the weights file holds the average (the model a run serves) and the train
+    state both the raw weights and the average."""
     import io
-    save_model(model, out, before_rename)
+    with ema.applied(model) if ema is not None else nullcontext(model) as served:
+        save_model(served, out, before_rename)
     buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": iteration,
-                "loss": torch.tensor(history.loss, dtype=torch.float64), "seconds": history.seconds,
-                "torch_rng_state": torch.get_rng_state()}, buf)
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": iteration,
+             "loss": torch.tensor(history.loss, dtype=torch.float64), "seconds": history.seconds,
+             "torch_rng_state": torch.get_rng_state()}
+    if ema is not None:
+        state["ema"] = ema.shadow
+    torch.save(state, buf)
     atomic_write(out / TRAIN_STATE_FILE, buf.getvalue(), before_rename)
 
 

@@ -47,8 +47,9 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_gives_the_same_continuation(tmp_path):
-    cfg = tiny_config(iterations=12, checkpoint_every=6)
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_resume_gives_the_same_continuation(tmp_path, ema_decay):
+    cfg = tiny_config(iterations=12, checkpoint_every=6, ema_decay=ema_decay)
     straight, hist_straight = train(cfg, tmp_path / "straight", progress=False)
 
     def stop_at_first_checkpoint(model, history):
@@ -64,6 +65,27 @@ def test_resume_gives_the_same_continuation(tmp_path):
     # and not a no-op: the parameters moved away from the initialisation
     init = build_model(cfg)
     assert not all(torch.equal(p, q) for p, q in zip(init.parameters(), resumed.parameters()))
+
+
+def test_moving_average_is_what_a_run_saves_and_returns(tmp_path):
+    """The average of the raw weights, recomputed here from a run without averaging (same
+    seed, so the same raw trajectory), is the returned and saved model."""
+    raw_cfg = tiny_config(iterations=8, checkpoint_every=1)
+    trajectory: list[list[torch.Tensor]] = []
+    initial = [p.detach().clone() for p in build_model(raw_cfg).parameters()]
+    train(raw_cfg, tmp_path / "raw", progress=False,
+          on_checkpoint=lambda m, h: trajectory.append([p.detach().clone() for p in m.parameters()]))
+    decay = 0.7
+    expected = initial
+    for weights in trajectory:
+        expected = [decay * e + (1 - decay) * w for e, w in zip(expected, weights)]
+    model, _ = train(tiny_config(iterations=8, checkpoint_every=4, ema_decay=decay), tmp_path / "ema",
+                     progress=False)
+    saved = load_model(tmp_path / "ema")
+    for e, p, q, last in zip(expected, model.parameters(), saved.parameters(), trajectory[-1]):
+        torch.testing.assert_close(p, e, rtol=0, atol=1e-6)
+        assert torch.equal(p, q)
+        assert not torch.allclose(p, last)  # the average, not the last raw weights
 
 
 def test_density_matching_lowers_the_reverse_kl(tmp_path):

@@ -28,8 +28,15 @@ RUN apt-get update \
 WORKDIR /home/bentoml/app
 COPY --chown=1034:1034 . .
 
-# torch from the chosen wheel index (CPU by default), everything else from PyPI
-RUN pip install --extra-index-url "${TORCH_INDEX_URL}" .
+# torch from the chosen wheel index (CPU by default), everything else from PyPI; gcc only
+# while the engine's compiled RK4 (models/_rk4_dense.c, setup.py) is built, then removed
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install --extra-index-url "${TORCH_INDEX_URL}" . \
+    && python -c "import models._rk4_dense" \
+    && apt-get purge -y gcc libc6-dev && apt-get autoremove -y \
+    && rm -rf /var/lib/apt/lists/*
 
 USER 1034
 # import the zoo checkpoints into the image's BentoML model store

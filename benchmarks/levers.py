@@ -41,6 +41,26 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of compile)")
 
 
+def _compiled_path(engine, rk4: SolverConfig) -> None:
+    """The compiled C path against the torch path (and NumPy's, at few rows), whole solves of
+    the zoo's 2-D architectures with the divergence, side by side."""
+    from models import engine_native
+    if not engine_native.available():
+        print("compiled path: not built (models._rk4_dense missing)")
+        return
+    for name in ("twomoon", "2spirals", "pinwheel"):
+        m = _model(name)
+        for batch in (1, 16, 256, 1024, 16384):
+            v = torch.randn(batch, 2)
+            r = 20 if batch <= 16 else 3
+            native = cpu_ms(lambda v=v, m=m: engine.integrate(m, v, rk4, native=True), r)
+            torch_ms = cpu_ms(lambda v=v, m=m: engine.integrate(m, v, rk4, small=False), r)
+            small = (f" | NumPy {cpu_ms(lambda v=v, m=m: engine.integrate(m, v, rk4, small=True), r):.3f}"
+                     if batch <= 16 else "")
+            print(f"{name} batch {batch}: compiled {native:.3f} | torch {torch_ms:.3f}{small} "
+                  f"| torch / compiled {torch_ms / native:.2f}x")
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     """Print one line per lever (CPU ms, median); returns the exit code."""
     from models import engine, engine_small  # engine internals, imported only when measured
@@ -70,7 +90,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         zz = torch.randn(16384, 2)
         rows = engine.chunk_rows(engine.prepared_layers(m, False), 4)
         label = "unblocked" if block > old else f"blocked ({rows} rows)"
-        print(f"twomoon engine batch 16384 {label}: {cpu_ms(lambda zz=zz: m.integrate(zz, rk4), 1):.1f}")
+        ms = cpu_ms(lambda zz=zz: engine.integrate(m, zz, rk4, small=False), 1)  # blocking is the torch path's
+        print(f"twomoon torch path batch 16384 {label}: {ms:.1f}")
     engine.CPU_BLOCK_BYTES = old
     m64 = _model("twomoon").double()
     print(f"twomoon engine batch 1024 float64: {cpu_ms(lambda: m64.integrate(z.double(), rk4), 3):.1f}")
@@ -79,6 +100,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         small_ms = cpu_ms(lambda v=v: engine.integrate(m, v, rk4, small=True), 20)
         torch_ms = cpu_ms(lambda v=v: engine.integrate(m, v, rk4, small=False), 20)
         print(f"twomoon batch {batch}: NumPy small path {small_ms:.3f} | torch path {torch_ms:.3f}")
+    _compiled_path(engine, rk4)
 
     d = _model("digits")
     for batch in (1, 16, 64, 1024):

@@ -109,6 +109,12 @@ def _run(model, args: argparse.Namespace, direction: str, x: torch.Tensor, solve
         return model.log_prob(x, solver)
 
 
+def _path(stats) -> str:
+    """Which code solved: an engine path (models.engine_state.EngineStats), ``onnxruntime``, or
+    ``generic`` (the tableau loop or an adaptive solver)."""
+    return getattr(stats, "path", "") or "generic"
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UserInputError("-n must be >= 1")
@@ -117,7 +123,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     z = torch.randn(args.n, model.data_dim, generator=torch.Generator().manual_seed(args.seed), dtype=torch.float64)
     res, accuracy = _solve(model, args, "sample", z, with_logprob=not args.no_logprob)
     out = {"samples": finite_list(res.x), "logprob": None if res.logp is None else finite_list(res.logp),
-           "status": res.stats.status.name.lower(), "nfe": res.stats.nfe, **accuracy}
+           "status": res.stats.status.name.lower(), "nfe": res.stats.nfe, "path": _path(res.stats), **accuracy}
     print_json(out)
     return 0 if res.stats.ok else 1
 
@@ -153,7 +159,7 @@ def cmd_logprob(args: argparse.Namespace) -> int:
     x = read_points(args.points, model.data_dim)
     res, accuracy = _solve(model, args, "logprob", x)
     print_json({"logprob": finite_list(res.logp), "status": res.stats.status.name.lower(), "nfe": res.stats.nfe,
-                **accuracy})
+                "path": _path(res.stats), **accuracy})
     return 0 if res.stats.ok else 1
 
 

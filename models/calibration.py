@@ -36,7 +36,6 @@ from torch import Tensor
 
 from . import engine
 from .config import CalibrationRecord, SolverConfig
-from .engine_layers import rk4_layer
 from .engine_state import pack, unpack
 from .flow import KirchhoffNet, standard_normal_log_prob
 from .solvers import Budget, adaptive
@@ -102,13 +101,12 @@ def local_error(model: KirchhoffNet, ref: Reference, k: int, steps: int) -> tupl
     Kept apart because they reach their rounding floors at different step counts."""
     worst_v, worst_ell = 0.0, 0.0
     for reverse in (False, True):
-        L = engine.prepared_layers(model, reverse)[k]
         start, goal = ref.boundaries[k], ref.boundaries[k + 1]
         if reverse:
             start, goal = goal, start
         S = pack(start.to(model.dtype))
         with torch.no_grad():
-            rk4_layer(L, S, model.spec.layers[k].duration, steps, True, Budget(10**9, 3600.0))
+            engine.advance_layer(model, k, S, steps, reverse, Budget(10**9, 3600.0))
         v_end, ell = unpack(S)
         worst_v, worst_ell = max(worst_v, _maxabs(v_end, goal)), max(worst_ell, _maxabs(ell, ref.increments[k]))
     return worst_v, worst_ell

@@ -11,8 +11,10 @@ This module only prepares (and caches) layers and dispatches; the pieces are:
 - ``models.engine_layers``: the dense and gather layer forms, built from the circuit
   operator with the device table's fused form folded in (tanh through the logistic
   function), and the in-place RK4;
+- ``models.engine_native``: compiled C for float32 dense-form layers on the CPU, a block of
+  rows held in vector registers through whole RK4 steps (the CPU default where it applies);
 - ``models.engine_small``: NumPy for a few rows on the CPU, where torch's per-kernel
-  dispatch dominates;
+  dispatch dominates (float64, or where the compiled path is not built);
 - ``models.engine_cuda``: CUDA graphs of whole layers on a GPU.
 
 Which one ran is reported in :attr:`EngineStats.path`. CPU solves of large batches run
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import engine_cuda, engine_small
+from . import engine_cuda, engine_native, engine_small
 from .config import SolverConfig
 from .engine_layers import DenseLayer, EngineLayer, build_layer, rk4_layer
 from .engine_small import SmallLayer
@@ -100,9 +102,38 @@ def _numpy_slot(model, reverse: bool, dtype) -> _Prepared:
     return _cached(model, ("numpy", reverse, np.dtype(dtype).name), build)
 
 
+def _native_slot(model, reverse: bool) -> _Prepared:
+    return _cached(model, ("native", reverse), lambda: engine_native.build_layers(model, reverse))
+
+
+def _native_supports(model, v: Tensor) -> bool:
+    """:func:`models.engine_native.supports`, its per-layer part cached per model (it is on
+    every request's path; the layers' forms and devices never change)."""
+    if not engine_native.available() or v.device.type != "cpu" or v.dtype != torch.float32:
+        return False
+    per_model = _CACHE.setdefault(model, {})
+    ok = per_model.get("native_ok")
+    if ok is None:
+        ok = per_model["native_ok"] = engine_native.supports(model, v)
+    return ok
+
+
 def prepared_layers(model, reverse: bool, form: str = "auto") -> list[EngineLayer]:
     """The model's layers frozen for the torch engine; cached until a parameter changes."""
     return _torch_slot(model, reverse, form).layers
+
+
+def advance_layer(model, k: int, S: Tensor, n_steps: int, reverse: bool, budget: Budget) -> str:
+    """Advance the state ``S (N+2, batch)`` of layer ``k`` alone in place by ``n_steps`` RK4 steps,
+    with ℓ, on the path a whole solve of ``S``'s rows would take (compiled where it applies,
+    else the torch layer); returns that path's name. Used by calibration's per-layer errors."""
+    duration = model.spec.layers[k].duration
+    if _native_supports(model, S.t()):
+        engine_native.rk4_layer(_native_slot(model, reverse).layers[k], S, duration, n_steps, True, budget)
+        return "native-dense"
+    layer = prepared_layers(model, reverse)[k]
+    rk4_layer(layer, S, duration, n_steps, True, budget)
+    return "torch-" + ("dense" if isinstance(layer, DenseLayer) else "gather")
 
 
 def chunk_rows(layers: list[EngineLayer], element_size: int) -> int:
@@ -124,32 +155,42 @@ def supports(model, v: Tensor, cfg: SolverConfig) -> bool:
 
 
 def integrate(model, v: Tensor, cfg: SolverConfig, reverse: bool = False, with_divergence: bool = True,
-              form: str = "auto", small: bool | None = None, graphs: bool | None = None
-              ) -> tuple[Tensor, Tensor | None, EngineStats]:
+              form: str = "auto", small: bool | None = None, graphs: bool | None = None,
+              native: bool | None = None) -> tuple[Tensor, Tensor | None, EngineStats]:
     """Same contract as :meth:`KirchhoffNet.integrate` for RK4 (see there), computed by the engine.
 
     ``v`` is ``(batch, data_dim)``; returns ``(v_end (batch, data_dim), ℓ (batch,) | None, stats)``
     with ``stats.path`` naming the path that ran. ``form``: the torch layers' form
     (``auto``: dense up to ``models.circuit.DENSE_MAX_NODES`` nodes). ``small``: force
     (True) or forbid (False) the NumPy path; by default it serves CPU calls of at most
-    ``SMALL_BATCH_MAX`` rows. ``graphs``: on CUDA, replay captured graphs (default:
-    ``USE_CUDA_GRAPHS``).
+    ``SMALL_BATCH_MAX`` rows the compiled path does not take. ``graphs``: on CUDA, replay captured graphs (default:
+    ``USE_CUDA_GRAPHS``). ``native``: force (True) or forbid (False) the compiled path; by
+    default it serves every call it supports (``models.engine_native.supports``) unless
+    ``small`` or ``form`` names another path.
 
     Raises:
-        ValueError: ``small=True`` for a circuit the NumPy path does not take.
+        ValueError: ``small=True`` for a circuit the NumPy path does not take, or
+            ``native=True`` for a call the compiled path does not take.
     """
     budget = Budget(cfg.max_steps, cfg.max_wall_s)
     n_layers = len(model.layers)
     steps = [cfg.steps_for(k, n_layers) for k in range(n_layers)]
     durations = [lspec.duration for lspec in model.spec.layers]
+    if native is None:
+        native = small is None and form == "auto" and _native_supports(model, v)
+    elif native and not _native_supports(model, v):
+        raise ValueError("the compiled path takes float32 CPU solves of dense-form layers with the extension built "
+                         f"(built: {engine_native.available()})")
     if small is None:
-        small = (v.device.type == "cpu" and v.shape[0] <= engine_small.SMALL_BATCH_MAX
+        small = (not native and v.device.type == "cpu" and v.shape[0] <= engine_small.SMALL_BATCH_MAX
                  and engine_small.supports(model))
     elif small and not engine_small.supports(model):
         raise ValueError(f"the NumPy path takes at most {engine_small.SMALL_MAX_NODES} nodes, "
                          f"not {model.data_dim}")
     out = None
-    if v.device.type == "cuda" and (USE_CUDA_GRAPHS if graphs is None else graphs):
+    if native:
+        out = _integrate_native(model, v, durations, steps, reverse, with_divergence, budget)
+    elif v.device.type == "cuda" and (USE_CUDA_GRAPHS if graphs is None else graphs):
         slot = _torch_slot(model, reverse, form)
         with torch.no_grad():
             out = engine_cuda.integrate_graphed(slot.graphs, slot.layers, durations, steps, v, reverse,
@@ -161,6 +202,21 @@ def integrate(model, v: Tensor, cfg: SolverConfig, reverse: bool = False, with_d
     v_end, ell, stats = out
     stats.wall_s = time.perf_counter() - budget.started
     return v_end, ell if with_divergence else None, stats
+
+
+def _integrate_native(model, v: Tensor, durations: list[float], steps: list[int], reverse: bool,
+                      with_div: bool, budget: Budget) -> tuple[Tensor, Tensor, EngineStats]:
+    layers = _native_slot(model, reverse).layers
+    stats = EngineStats(path="native-dense")
+    with torch.no_grad():
+        S = pack(v)
+        stats.status, stats.message = run_layers(
+            layer_order(len(layers), reverse),
+            lambda k: engine_native.rk4_layer(layers[k], S, durations[k], steps[k], with_div, budget),
+            lambda: bool(torch.isfinite(S).all()), budget)
+    stats.nfe, stats.steps = budget.nfe, budget.steps
+    v_end, ell = unpack(S)
+    return v_end, ell, stats
 
 
 def _integrate_numpy(model, v: Tensor, durations: list[float], steps: list[int], reverse: bool,

@@ -27,7 +27,7 @@ BIAS_ROW = 0
 
 @dataclass
 class EngineStats(SolveStats):
-    """:class:`~models.solvers.SolveStats` plus the path that solved: ``numpy-dense``,
+    """:class:`~models.solvers.SolveStats` plus the path that solved: ``native-dense``, ``numpy-dense``,
     ``torch-dense``, ``torch-gather``, ``cuda-graph-dense`` or ``cuda-graph-gather``."""
 
     path: str = ""

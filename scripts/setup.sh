@@ -21,14 +21,32 @@ if [ "${KNET_SETUP_TEST:-0}" = 1 ] && { ! command -v chromium >/dev/null 2>&1 ||
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
+# A C compiler builds the engine's compiled RK4 (models/_rk4_dense.c) when the package installs.
+if ! command -v cc >/dev/null 2>&1; then
+    echo "[setup] installing gcc (Debian package; builds the engine's compiled path)"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq gcc libc6-dev >/dev/null
+fi
+
 if [ ! -x .venv/bin/python ]; then
     echo "[setup] creating .venv"
     python3.11 -m venv .venv 2>/dev/null || python3 -m venv .venv
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
+# ... and the interpreter's headers (Python.h): a Debian system Python keeps them in python3.x-dev
+if ! python -c "import os, sysconfig; raise SystemExit(not os.path.isfile(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"; then
+    echo "[setup] installing the Python headers (Debian package; builds the engine's compiled path)"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "python$(python -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')-dev" >/dev/null
+fi
 STAMP=.venv/.knet-installed
-if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
+# reinstall when the package's definition or its C source changed (an editable install
+# builds the extension in place, next to the source)
+if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ setup.py -nt "$STAMP" ] \
+        || [ models/_rk4_dense.c -nt "$STAMP" ]; then
     echo "[setup] installing Python packages (torch==2.13.0 CPU wheel, bentoml, …)"
     pip install -q --disable-pip-version-check -e ".[test]"
     touch "$STAMP"

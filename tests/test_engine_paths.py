@@ -87,10 +87,11 @@ def test_blocked_large_batch_matches_unblocked(monkeypatch):
 def test_small_batch_path_is_used_and_float32_close():
     model = tiny_model(repeat=4).float()
     v = torch.randn(engine_small.SMALL_BATCH_MAX, 2, generator=torch.Generator().manual_seed(5))
-    a = engine.integrate(model, v, RK4)  # default: NumPy path
+    a = engine.integrate(model, v, RK4, native=False)  # without the compiled path: NumPy
     b = engine.integrate(model, v, RK4, small=False)
     assert (a[2].path, b[2].path) == ("numpy-dense", "torch-dense")
-    assert engine.integrate(model, torch.cat([v, v[:1]]), RK4)[2].path == "torch-dense"  # one row too many
+    # one row too many
+    assert engine.integrate(model, torch.cat([v, v[:1]]), RK4, native=False)[2].path == "torch-dense"
     assert a[0].dtype == torch.float32
     torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-5)
     torch.testing.assert_close(a[1], b[1], rtol=0, atol=1e-5)

@@ -93,6 +93,8 @@ def test_cli_runs_either_runtime_with_equal_answers(tmp_path, capsys):
         a, b = (torch.tensor(answers[r][key], dtype=torch.float64) for r in ("engine", "onnxruntime"))
         assert float(((a - b).abs() / a.abs().clamp(min=1)).max()) <= 1e-5
     assert answers["engine"]["nfe"] == answers["onnxruntime"]["nfe"]
+    # each names the code that solved: the compiled engine path for a float32 2-node circuit
+    assert (answers["engine"]["path"], answers["onnxruntime"]["path"]) == ("native-dense", "onnxruntime")
     (tmp_path / "p.json").write_text(json.dumps(answers["engine"]["samples"]))
     logps = []
     for runtime in ("engine", "onnxruntime"):

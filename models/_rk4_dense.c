@@ -44,14 +44,17 @@ static const char *FEATURES[] = {"none", "logistic_slope", "square", "step"};
 INLINE vf splat(float a) { return (vf){0} + a; }
 /* lanes of a where mask is all ones, else of b (C has no vector ?:) */
 INLINE vf lanes(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
-INLINE vf vmax(vf a, vf b) { return lanes(a > b, a, b); }
-INLINE vf vmin(vf a, vf b) { return lanes(a < b, a, b); }
+/* clamps that let NaN through (a comparison with NaN is false), as torch's activations do: a NaN
+ * pre-activation must stay NaN so the solve ends NONFINITE instead of saturating to a number */
+INLINE vf at_least(vf x, float lo) { return lanes(x < lo, splat(lo), x); }
+INLINE vf at_most(vf x, float hi) { return lanes(x > hi, splat(hi), x); }
 
 /* exp(x): x = n ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact n ln2), exp(r) by its
  * degree-7 Taylor polynomial (truncation < 5e-9 relative), 2^n written into the exponent bits.
- * Clamped to [-87, 87] so 2^n stays a normal float; the activations saturate long before. */
+ * Clamped to [-87, 87] so 2^n stays a normal float; the activations saturate long before. NaN
+ * stays NaN (the polynomial carries it, whatever its garbage exponent). */
 INLINE vf vexp(vf x) {
-    x = vmin(vmax(x, splat(-87.f)), splat(87.f));
+    x = at_most(at_least(x, -87.f), 87.f);
     vf t = x * 1.44269504088896341f + lanes(x > 0, splat(0.5f), splat(-0.5f));
     vi n = __builtin_convertvector(t, vi);
     vf nf = __builtin_convertvector(n, vf);
@@ -88,7 +91,7 @@ INLINE void evaluate(const int R, const int E, const Layer *L, const vf *x, vf *
         switch (L->kernel) {
         case K_SIGMOID: y = 1.f / (1.f + vexp(-y)); break;
         case K_TANH: y = 2.f / (1.f + vexp(-2.f * y)) - 1.f; break;
-        case K_RELU: y = vmax(y, splat(0.f)); break;
+        case K_RELU: y = at_least(y, 0.f); break;
         case K_LEAKY_RELU: y = lanes(y > 0, y, L->leaky * y); break;
         default: break;
         }

@@ -107,14 +107,15 @@ def _native_slot(model, reverse: bool) -> _Prepared:
 
 
 def _native_supports(model, v: Tensor) -> bool:
-    """:func:`models.engine_native.supports`, its per-layer part cached per model (it is on
-    every request's path; the layers' forms and devices never change)."""
-    if not engine_native.available() or v.device.type != "cpu" or v.dtype != torch.float32:
+    """:func:`models.engine_native.supports` with its per-layer part cached per model (it is on
+    every request's path; a model's layer forms and device family never change, while its
+    device and dtype may, so those are checked on every call)."""
+    if not engine_native.on_cpu_float32(model, v):
         return False
     per_model = _CACHE.setdefault(model, {})
-    ok = per_model.get("native_ok")
+    ok = per_model.get("native_layers_ok")
     if ok is None:
-        ok = per_model["native_ok"] = engine_native.supports(model, v)
+        ok = per_model["native_layers_ok"] = engine_native.layers_supported(model)
     return ok
 
 

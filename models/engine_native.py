@@ -42,10 +42,22 @@ def available() -> bool:
 
 
 def supports(model, v: Tensor) -> bool:
-    """True when this path can serve ``v`` for ``model``: the extension is built, ``v`` is a
-    float32 CPU tensor and every layer is in dense form with a kernel and feature the C code
-    knows."""
-    if _rk4_dense is None or v.device.type != "cpu" or v.dtype != torch.float32:
+    """True when this path can serve ``v`` for ``model``: the extension is built, ``v`` and the
+    model are float32 on the CPU, and every layer is in dense form with a kernel and feature the
+    C code knows (:func:`layers_supported`, the part that never changes for a model)."""
+    return on_cpu_float32(model, v) and layers_supported(model)
+
+
+def on_cpu_float32(model, v: Tensor) -> bool:
+    """The extension is built and ``v`` and the model's weights are float32 CPU tensors (the C
+    code reads raw host pointers: a GPU model must never get here)."""
+    return (_rk4_dense is not None and v.device.type == "cpu" and v.dtype == torch.float32
+            and model.device.type == "cpu" and model.dtype == torch.float32)
+
+
+def layers_supported(model) -> bool:
+    """Every layer in dense form, within the C code's row limit, with a kernel and feature it knows."""
+    if _rk4_dense is None:
         return False
     for layer in model.layers:
         if layer.choose_form("auto") != "dense" or layer.nodes + 2 > _rk4_dense.MAX_ROWS:
@@ -95,20 +107,26 @@ def build_layers(model, reverse: bool) -> list[NativeLayer]:
 
 def rk4_layer(L: NativeLayer, S: Tensor, duration: float, n_steps: int, with_div: bool, budget: Budget) -> None:
     """Advance ``S (N+2, batch)`` (float32, contiguous, CPU) in place by ``n_steps`` RK4 steps
-    over ``duration``; every step is taken from ``budget`` before it runs."""
-    if S.dtype != torch.float32 or not S.is_contiguous() or S.shape[0] != L.rows:
-        raise ValueError(f"the compiled path needs a contiguous float32 ({L.rows}, batch) state, "
-                         f"not {S.dtype} {tuple(S.shape)}")
+    over ``duration``. Every step is taken from ``budget`` before it runs, as on the other
+    paths: when the budget refuses one, the steps granted before it still run, then
+    :class:`~models.solvers.BudgetExceeded` propagates (same state, steps and evaluations
+    as the torch path's)."""
+    if S.dtype != torch.float32 or S.device.type != "cpu" or not S.is_contiguous() or S.shape[0] != L.rows:
+        raise ValueError(f"the compiled path needs a contiguous float32 CPU ({L.rows}, batch) state, "
+                         f"not {S.dtype} {S.device.type} {tuple(S.shape)}")
     batch = S.shape[1]
     h = duration / n_steps
     per_call = max(STEP_WORK // max(-(-batch // _rk4_dense.BLOCK_ROWS), 1), 1)
     done = 0
     while done < n_steps:
-        k = min(per_call, n_steps - done)
-        for _ in range(k):
-            budget.take_step()
-        _rk4_dense.rk4_dense(L.rows, L.n_edges, L.kernel, L.feature, L.leaky_slope, L.wz.data_ptr(),
-                             L.wy.data_ptr(), L.wg.data_ptr(), L.bias.data_ptr(), S.data_ptr(), batch, batch,
-                             k, h, with_div)
-        budget.nfe += 4 * k
-        done += k
+        granted = 0
+        try:
+            for _ in range(min(per_call, n_steps - done)):
+                budget.take_step()
+                granted += 1
+        finally:  # on a refusal, the granted steps still run before the error propagates
+            _rk4_dense.rk4_dense(L.rows, L.n_edges, L.kernel, L.feature, L.leaky_slope, L.wz.data_ptr(),
+                                 L.wy.data_ptr(), L.wg.data_ptr(), L.bias.data_ptr(), S.data_ptr(), batch, batch,
+                                 granted, h, with_div)
+            budget.nfe += 4 * granted
+        done += granted

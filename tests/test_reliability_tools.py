@@ -162,7 +162,7 @@ CONFIG = dict(name="tiny", task="8gaussians",
               iterations=12, batch_size=64, lr=2e-2, lr_final=1e-3, checkpoint_every=4, eval_samples=64)
 
 CHILD = """\
-import sys, time
+import os, sys, time
 from pathlib import Path
 import torch
 from models.config import TrainConfig
@@ -177,7 +177,8 @@ def stop_before_rename(final: Path, tmp: Path) -> None:
         return
     calls += 1
     if calls == int(stop_at):
-        Path(marker).write_text(str(tmp))
+        Path(marker + ".part").write_text(str(tmp))
+        os.replace(marker + ".part", marker)  # atomic: the test reads it as soon as it exists
         time.sleep(300)  # the test SIGKILLs us here, between the temporary file and the rename
 
 torch.manual_seed(7)

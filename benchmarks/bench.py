@@ -293,7 +293,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserInputError("CUDA requested but torch sees no GPU")
     env = environment()
-    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    # progress (each row as it is measured) on stderr, the result on stdout: the table (or the
+    # JSON) once, so `knet bench > table.md` holds the table alone
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     log("environment: " + ", ".join(f"{k}={v}" for k, v in env.items()))
     rows = run(args.models, args.batches, args.kinds, args.baseline_budget_s, args.baseline_repeats,
                args.ours_budget_s, args.skip_baseline_above, args.device, args.baseline_max_s, progress=log,

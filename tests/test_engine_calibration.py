@@ -118,6 +118,17 @@ def test_cli_calibrate_bad_model_is_a_clean_error(capsys):
     assert "error:" in capsys.readouterr().err
 
 
+def test_cli_bench_text_prints_the_table_once_and_progress_apart(tmp_path, capsys):
+    ck = tiny_checkpoint(tmp_path / "m", repeat=2)
+    assert main(["bench", "--models", str(ck), "--batches", "4", "--baseline-budget-s", "0",
+                 "--ours-budget-s", "0"]) == 0
+    out, err = capsys.readouterr()
+    rows = [line for line in out.splitlines() if line.startswith(f"| {ck} |")]
+    assert sorted(r.split(" | ")[1] for r in rows) == ["logprob", "sample"]  # each row once
+    assert out.splitlines()[0].startswith("| model | kind |")  # stdout starts with the table
+    assert "environment:" in err and sum(line.startswith(f"| {ck} |") for line in err.splitlines()) == 2
+
+
 def test_cli_bench_json_rows(tmp_path, capsys):
     ck = tiny_checkpoint(tmp_path / "m", repeat=2)
     assert main(["bench", "--models", str(ck), "--batches", "1", "4", "--json",

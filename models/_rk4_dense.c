@@ -18,9 +18,9 @@
  * [-87, 87], arguments clamped there), so answers differ from torch's sigmoid by float32
  * rounding only (tests/test_engine_native.py holds them to 1e-5 after whole solves).
  *
- * Python API: rk4_dense(rows, edges, kernel, feature, leaky_slope, wz, wy, wg, bias, S, ld,
- * batch, n_steps, h, with_div): advances S (rows x batch, row stride ld, float32) in place by
- * n_steps RK4 steps of size h. Pointers are integer addresses of contiguous float32 buffers
+ * Python API: rk4_dense(rows, kernel_rows, edges, kernel, feature, leaky_slope, wz, wy, wg, bias,
+ * S, ld, batch, n_steps, h, with_div): advances S (rows x batch, row stride ld, float32) in place
+ * by n_steps RK4 steps of size h; the weights have kernel_rows columns (see KERNEL_ROWS). Pointers are integer addresses of contiguous float32 buffers
  * (the caller, models.engine_native, checks dtype, layout and device). The GIL is released.
  */
 #define PY_SSIZE_T_CLEAN
@@ -29,7 +29,7 @@
 #include <string.h>
 
 #define BLOCK_ROWS 16
-#define MAX_ROWS 18 /* models.circuit.DENSE_MAX_NODES + 2 */
+#define MAX_ROWS 10 /* the largest of KERNEL_ROWS: circuits of up to 8 nodes */
 
 typedef float vf __attribute__((vector_size(BLOCK_ROWS * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(BLOCK_ROWS * sizeof(int32_t))));
@@ -80,7 +80,8 @@ typedef struct {
 } Layer;
 
 /* out = dS/dt for the block x (R rows of BLOCK_ROWS lanes). R is a compile-time constant in
- * every instantiation (see CASE), so the row loops unroll and the accumulators stay in registers. */
+ * every instantiation (see CASE, KERNEL_ROWS), so the row loops unroll and the accumulators stay
+ * in registers. */
 INLINE void evaluate(const int R, const int E, const Layer *L, const vf *x, vf *out) {
     vf acc[R];
     for (int j = 0; j < R; j++) acc[j] = splat(L->bias[j]);
@@ -125,40 +126,52 @@ INLINE void rk4_block(const int R, const int E, const Layer *L, vf *s, int n_ste
     }
 }
 
+/* The row counts compiled: 3 and 4 (1- and 2-node circuits, the 2-D zoo), 6 and 10 (up to 4 and
+ * 8 nodes). A layer of another size runs in the next one up with zero rows inserted before the l
+ * row (models.engine_native pads its weights the same way), which costs only multiply-adds by zero.
+ * Larger circuits stay on the torch path: the fully unrolled kernels grow with the row count, and
+ * 18 rows (16 nodes, the dense form's limit) alone tripled the extension's compile time. */
+static const int KERNEL_ROWS[] = {3, 4, 6, 10};
+#define N_KERNEL_ROWS ((int)(sizeof KERNEL_ROWS / sizeof KERNEL_ROWS[0]))
 #define CASE(RR) case RR: rk4_block(RR, E, L, s, n_steps, h); break;
 
-/* One build runs well on every x86-64: the loader picks the AVX-512, AVX2 or baseline clone. */
+/* One build runs well on every x86-64: the loader picks the AVX-512, AVX2 or baseline clone.
+ * R: the state's rows; K: the kernel's (R plus the inserted zero rows, one of KERNEL_ROWS). */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #endif
-static void rk4_rows(int R, int E, const Layer *L, float *S, Py_ssize_t ld, Py_ssize_t batch, int n_steps,
+static void rk4_rows(int R, int K, int E, const Layer *L, float *S, Py_ssize_t ld, Py_ssize_t batch, int n_steps,
                      float h) {
     vf s[MAX_ROWS];
     for (Py_ssize_t b0 = 0; b0 < batch; b0 += BLOCK_ROWS) {
         size_t n = (size_t)(batch - b0 < BLOCK_ROWS ? batch - b0 : BLOCK_ROWS);
-        for (int j = 0; j < R; j++) {  /* a tail block's unused lanes hold zeros and are not written back */
-            s[j] = splat(0.f);
-            memcpy(&s[j], S + j * ld + b0, n * sizeof(float));
-        }
-        switch (R) {
-            CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) CASE(9) CASE(10)
-            CASE(11) CASE(12) CASE(13) CASE(14) CASE(15) CASE(16) CASE(17) CASE(18)
-        }
-        for (int j = 0; j < R; j++) memcpy(S + j * ld + b0, &s[j], n * sizeof(float));
+        /* a tail block's unused lanes hold zeros and are not written back; state row j < R - 1
+         * is kernel row j, the l row (R - 1) is kernel row K - 1, the rows between stay zero */
+        for (int j = 0; j < K; j++) s[j] = splat(0.f);
+        for (int j = 0; j < R; j++) memcpy(&s[j < R - 1 ? j : K - 1], S + j * ld + b0, n * sizeof(float));
+        switch (K) { CASE(3) CASE(4) CASE(6) CASE(10) }
+        for (int j = 0; j < R; j++) memcpy(S + j * ld + b0, &s[j < R - 1 ? j : K - 1], n * sizeof(float));
     }
 }
 
+static int is_kernel_rows(int K) {
+    for (int i = 0; i < N_KERNEL_ROWS; i++)
+        if (KERNEL_ROWS[i] == K) return 1;
+    return 0;
+}
+
 static PyObject *py_rk4_dense(PyObject *self, PyObject *args) {
-    int R, E, kernel, feature, n_steps, with_div;
+    int R, K, E, kernel, feature, n_steps, with_div;
     float leaky, h;
     unsigned long long wz, wy, wg, bias, S;
     Py_ssize_t ld, batch;
-    if (!PyArg_ParseTuple(args, "iiiifKKKKKnnifp", &R, &E, &kernel, &feature, &leaky, &wz, &wy, &wg, &bias, &S,
-                          &ld, &batch, &n_steps, &h, &with_div))
+    if (!PyArg_ParseTuple(args, "iiiiifKKKKKnnifp", &R, &K, &E, &kernel, &feature, &leaky, &wz, &wy, &wg, &bias,
+                          &S, &ld, &batch, &n_steps, &h, &with_div))
         return NULL;
-    if (R < 3 || R > MAX_ROWS || E < 0 || batch < 0 || ld < batch || n_steps < 0) {
-        PyErr_Format(PyExc_ValueError, "rk4_dense: rows %d (3..%d), edges %d, batch %zd, ld %zd, steps %d",
-                     R, MAX_ROWS, E, batch, ld, n_steps);
+    if (R < 3 || R > K || !is_kernel_rows(K) || E < 0 || batch < 0 || ld < batch || n_steps < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "rk4_dense: rows %d, kernel rows %d (one of KERNEL_ROWS, >= rows), edges %d, batch %zd, "
+                     "ld %zd, steps %d", R, K, E, batch, ld, n_steps);
         return NULL;
     }
     if (kernel < 0 || kernel > K_IDENTITY || feature < 0 || feature > F_STEP) {
@@ -168,7 +181,7 @@ static PyObject *py_rk4_dense(PyObject *self, PyObject *args) {
     Layer L = {kernel, feature, with_div, leaky, (const float *)(uintptr_t)wz, (const float *)(uintptr_t)wy,
                (const float *)(uintptr_t)wg, (const float *)(uintptr_t)bias};
     Py_BEGIN_ALLOW_THREADS
-    rk4_rows(R, E, &L, (float *)(uintptr_t)S, ld, batch, n_steps, h);
+    rk4_rows(R, K, E, &L, (float *)(uintptr_t)S, ld, batch, n_steps, h);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -187,12 +200,19 @@ static PyObject *names(const char **list, int n) {
     return t;
 }
 
+static PyObject *ints(const int *list, int n) {
+    PyObject *t = PyTuple_New(n);
+    for (int i = 0; t != NULL && i < n; i++) PyTuple_SET_ITEM(t, i, PyLong_FromLong(list[i]));
+    return t;
+}
+
 PyMODINIT_FUNC PyInit__rk4_dense(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     if (PyModule_AddObject(m, "KERNELS", names(KERNELS, K_IDENTITY + 1)) < 0 ||
         PyModule_AddObject(m, "FEATURES", names(FEATURES, F_STEP + 1)) < 0 ||
         PyModule_AddIntConstant(m, "BLOCK_ROWS", BLOCK_ROWS) < 0 ||
+        PyModule_AddObject(m, "KERNEL_ROWS", ints(KERNEL_ROWS, N_KERNEL_ROWS)) < 0 ||
         PyModule_AddIntConstant(m, "MAX_ROWS", MAX_ROWS) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -5,7 +5,7 @@ compiled loop keeps a block of 16 rows in vector registers through whole steps: 
 over the devices per stage, no intermediate arrays, no dispatch. Measured 2.4–2.9× faster
 than the torch path per solve at 1024 rows and 3–8× at 1–16 rows on the zoo's 2-D
 architectures (docs/engine.md, "The compiled path"). It takes float32 CPU solves of dense-form layers
-(up to ``models.circuit.DENSE_MAX_NODES`` nodes, any device family of the table); the
+of up to 8 nodes (``MAX_ROWS`` of the C module, any device family of the table); the
 weights are the dense form's own (:func:`models.engine_layers.dense_weights`), the
 activation and slope feature the device table's :class:`~models.devices.FusedForm` names.
 
@@ -76,10 +76,13 @@ def _fused_form(layer) -> FusedForm:
 
 @dataclass(frozen=True)
 class NativeLayer:
-    """A dense-form layer as the C code reads it: ``wz (E, R)``, ``wy (E, R)``, ``wg (E, R)``
-    device-major, ``bias (R,)``, float32 contiguous; R = nodes + 2 (the state layout)."""
+    """A dense-form layer as the C code reads it: ``wz (E, K)``, ``wy (E, K)``, ``wg (E, K)``
+    device-major, ``bias (K,)``, float32 contiguous. ``rows`` R = nodes + 2 is the state's
+    (models.engine_state); ``kernel_rows`` K ≥ R the compiled row count that runs it, the
+    weights padded with zero columns before the ℓ column (:func:`pad_rows`)."""
 
     rows: int
+    kernel_rows: int
     n_edges: int
     wz: Tensor
     wy: Tensor
@@ -92,11 +95,26 @@ class NativeLayer:
     @classmethod
     def from_operator(cls, op: LayerOperator, fused: FusedForm, reverse: bool) -> NativeLayer:
         Wz, Wo = dense_weights(op, fused, -1.0 if reverse else 1.0)
-        e = Wz.shape[0]
-        f32 = lambda t: t.detach().to(torch.float32).contiguous()  # noqa: E731
-        return cls(Wz.shape[1], e, f32(Wz), f32(Wo[:, :e].t()), f32(Wo[:, e:2 * e].t()), f32(Wo[:, 2 * e]),
+        e, rows = Wz.shape
+        k = kernel_rows(rows)
+        f32 = lambda t: pad_rows(t.detach().to(torch.float32), k).contiguous()  # noqa: E731
+        return cls(rows, k, e, f32(Wz), f32(Wo[:, :e].t()), f32(Wo[:, e:2 * e].t()), f32(Wo[:, 2 * e]),
                    _rk4_dense.KERNELS.index(fused.kernel), _rk4_dense.FEATURES.index(fused.feature or "none"),
                    float(fused.leaky_slope))
+
+
+def kernel_rows(rows: int) -> int:
+    """The smallest compiled row count (``KERNEL_ROWS`` of the C module) that holds ``rows``."""
+    return min(k for k in _rk4_dense.KERNEL_ROWS if k >= rows)
+
+
+def pad_rows(t: Tensor, k: int) -> Tensor:
+    """``t (..., R)`` over state rows → ``(..., k)``: zero columns inserted before the last (ℓ)
+    one, the layout the C code reads a padded state in."""
+    extra = k - t.shape[-1]
+    if extra == 0:
+        return t
+    return torch.cat([t[..., :-1], t.new_zeros(*t.shape[:-1], extra), t[..., -1:]], dim=-1)
 
 
 def build_layers(model, reverse: bool) -> list[NativeLayer]:
@@ -125,7 +143,7 @@ def rk4_layer(L: NativeLayer, S: Tensor, duration: float, n_steps: int, with_div
                 budget.take_step()
                 granted += 1
         finally:  # on a refusal, the granted steps still run before the error propagates
-            _rk4_dense.rk4_dense(L.rows, L.n_edges, L.kernel, L.feature, L.leaky_slope, L.wz.data_ptr(),
+            _rk4_dense.rk4_dense(L.rows, L.kernel_rows, L.n_edges, L.kernel, L.feature, L.leaky_slope, L.wz.data_ptr(),
                                  L.wy.data_ptr(), L.wg.data_ptr(), L.bias.data_ptr(), S.data_ptr(), batch, batch,
                                  granted, h, with_div)
             budget.nfe += 4 * granted

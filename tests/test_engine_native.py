@@ -45,7 +45,7 @@ def test_every_device_family_matches_the_float64_tableau_loop(device):
         torch.testing.assert_close(got[1].double(), want[1], rtol=0, atol=2e-5)
 
 
-@pytest.mark.parametrize("nodes", [1, 2, 5, 16])
+@pytest.mark.parametrize("nodes", [1, 2, 3, 5, 8])  # compiled row counts 3, 4 and padded 6, 10
 @pytest.mark.parametrize("batch", [1, 16, 17, 300])
 def test_node_counts_and_batch_tails_match_the_torch_path(nodes, batch):
     model = tiny_model(nodes=nodes, dtype=torch.float32, repeat=3 if nodes < 5 else 1, seed=nodes)
@@ -142,6 +142,8 @@ def test_weights_off_the_cpu_never_reach_the_c_code():
 def test_other_solves_take_other_paths():
     v = torch.randn(4, 2)
     assert engine.integrate(tiny_model(), v.double(), RK4)[2].path == "numpy-dense"  # float64
+    assert engine.integrate(tiny_model(nodes=9, repeat=1, dtype=torch.float32), torch.randn(64, 9),
+                            RK4)[2].path == "torch-dense"  # beyond the compiled row counts
     assert engine.integrate(tiny_model(nodes=18, repeat=1, dtype=torch.float32), torch.randn(64, 18),
                             RK4)[2].path == "torch-gather"  # beyond the dense form
     with pytest.raises(ValueError, match="compiled path takes float32"):

@@ -220,6 +220,12 @@ class MicroBatcher:
             s.nfe += stats.nfe
             s.steps += stats.steps
             s.wall_s += stats.wall_s
+            budget_s = p.key.solver.max_wall_s
+            if stats.status == Status.SUCCESS and s.wall_s > budget_s:
+                # the wall-clock budget is the request's, not each chunk's: a chunked request whose
+                # solves add up past it fails like one solve that ran past it (504 naming it)
+                stats = SolveStats(Status.TIMEOUT, message=f"wall-clock budget of {budget_s:g} s exhausted "
+                                                           f"after {s.wall_s:.3g} s of this request's solves")
             if stats.status != Status.SUCCESS:  # the request fails with its first failed batch
                 s.status, s.message = stats.status, stats.message
                 self._finish(p)

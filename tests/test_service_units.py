@@ -70,6 +70,29 @@ def _batcher_run(model, jobs, **kw):
     return asyncio.run(main()), log, order
 
 
+def test_a_chunked_request_shares_one_wall_clock_budget():
+    """timeout_s bounds the request, not each chunk: chunks that each fit the budget but add up
+    past it end the request TIMEOUT (504), as one solve running past it would."""
+    import time
+    model = tiny_model(torch.float32, steps=8)
+    x = torch.randn(2048, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    chunk_s = float("inf")
+    for _ in range(3):  # the first solve also builds the engine's layers: time the later ones
+        t = time.perf_counter()
+        solve(model, SolveKey("sample", True, model.spec.solver), x[:64])
+        chunk_s = min(chunk_s, time.perf_counter() - t)
+    budget = model.spec.solver.model_copy(update={"max_wall_s": 4 * chunk_s})  # 32 chunks: ~8x the budget
+    outs, log, _ = _batcher_run(model, [(SolveKey("sample", True, budget), x)], max_batch_rows=64, slice_rows=64,
+                                solver_threads=1)
+    out = outs[0]
+    assert out.stats.status == Status.TIMEOUT and "wall-clock budget" in out.stats.message, out.stats
+    assert out.stats.wall_s > budget.max_wall_s and sum(log) < 2048  # stopped early, not after every chunk
+    # the same rows without a tight budget: every chunk solved, success
+    outs, log, _ = _batcher_run(model, [(SolveKey("sample", True, model.spec.solver), x)], max_batch_rows=64,
+                                slice_rows=64, solver_threads=1)
+    assert outs[0].stats.ok and sum(log) == 2048
+
+
 def test_batched_rows_equal_solo_solves_and_small_requests_are_not_starved():
     model = tiny_model(torch.float32, steps=8)
     key_s = SolveKey("sample", True, model.spec.solver)

@@ -124,17 +124,15 @@ def prepared_layers(model, reverse: bool, form: str = "auto") -> list[EngineLaye
     return _torch_slot(model, reverse, form).layers
 
 
-def advance_layer(model, k: int, S: Tensor, n_steps: int, reverse: bool, budget: Budget) -> str:
+def advance_layer(model, k: int, S: Tensor, n_steps: int, reverse: bool, budget: Budget) -> None:
     """Advance the state ``S (N+2, batch)`` of layer ``k`` alone in place by ``n_steps`` RK4 steps,
     with ℓ, on the path a whole solve of ``S``'s rows would take (compiled where it applies,
-    else the torch layer); returns that path's name. Used by calibration's per-layer errors."""
+    else the torch layer). Used by calibration's per-layer errors."""
     duration = model.spec.layers[k].duration
     if _native_supports(model, S.t()):
         engine_native.rk4_layer(_native_slot(model, reverse).layers[k], S, duration, n_steps, True, budget)
-        return "native-dense"
-    layer = prepared_layers(model, reverse)[k]
-    rk4_layer(layer, S, duration, n_steps, True, budget)
-    return "torch-" + ("dense" if isinstance(layer, DenseLayer) else "gather")
+    else:
+        rk4_layer(prepared_layers(model, reverse)[k], S, duration, n_steps, True, budget)
 
 
 def chunk_rows(layers: list[EngineLayer], element_size: int) -> int:

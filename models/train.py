@@ -130,6 +130,11 @@ class WeightAverage:
             _assign(model, own)
 
 
+def _served(model: KirchhoffNet, ema: WeightAverage | None):
+    """Context: ``model`` holding the weights a run serves (the moving average, if kept)."""
+    return ema.applied(model) if ema is not None else nullcontext(model)
+
+
 @torch.no_grad()
 def _assign(model: KirchhoffNet, values: dict[str, torch.Tensor]) -> None:
     for k, p in model.named_parameters():
@@ -191,7 +196,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
             t0 = time.perf_counter()
             _checkpoint(model, opt, history, it + 1, out, ema, checkpoint_before_rename)
             if on_checkpoint is not None:
-                with ema.applied(model) if ema is not None else nullcontext(model) as served:
+                with _served(model, ema) as served:
                     on_checkpoint(served, history)
     if distributed:
         torch.distributed.barrier()
@@ -253,7 +258,7 @@ def _checkpoint(model: KirchhoffNet, opt: torch.optim.Optimizer, history: TrainH
     moving average, the weights file holds the average (the model a run serves) and the train
     state both the raw weights and the average."""
     import io
-    with ema.applied(model) if ema is not None else nullcontext(model) as served:
+    with _served(model, ema) as served:
         save_model(served, out, before_rename)
     buf = io.BytesIO()
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": iteration,

@@ -220,14 +220,16 @@ class MicroBatcher:
             s.nfe += stats.nfe
             s.steps += stats.steps
             s.wall_s += stats.wall_s
+            status, message = stats.status, stats.message
             budget_s = p.key.solver.max_wall_s
-            if stats.status == Status.SUCCESS and s.wall_s > budget_s:
+            if status == Status.SUCCESS and s.wall_s > budget_s:
                 # the wall-clock budget is the request's, not each chunk's: a chunked request whose
-                # solves add up past it fails like one solve that ran past it (504 naming it)
-                stats = SolveStats(Status.TIMEOUT, message=f"wall-clock budget of {budget_s:g} s exhausted "
-                                                           f"after {s.wall_s:.3g} s of this request's solves")
-            if stats.status != Status.SUCCESS:  # the request fails with its first failed batch
-                s.status, s.message = stats.status, stats.message
+                # solves add up past it fails like one solve that ran past it (504 naming it); the
+                # batch's other requests keep their own budgets
+                status, message = Status.TIMEOUT, (f"wall-clock budget of {budget_s:g} s exhausted after "
+                                                   f"{s.wall_s:.3g} s of this request's solves")
+            if status != Status.SUCCESS:  # the request fails with its first failed batch
+                s.status, s.message = status, message
                 self._finish(p)
             elif sum(part[1].shape[0] for part in p.parts) == p.rows:
                 self._finish(p)

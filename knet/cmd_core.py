@@ -190,6 +190,13 @@ def load_train_config(path: str):
     from models.config import TrainConfig
     try:
         raw = yaml.safe_load(Path(path).read_text())
+        if isinstance(raw, dict) and isinstance(raw.get("cell"), str):
+            # a characterized cell's law by file (`knet cells characterize` writes it), relative to the config
+            law_path = Path(path).parent / raw["cell"]
+            try:
+                raw["cell"] = json.loads(law_path.read_text())
+            except (OSError, json.JSONDecodeError) as err:
+                raise UserInputError(f"{path}: cell: cannot read the cell law {law_path}: {err}") from None
         return TrainConfig(**raw)
     except yaml.YAMLError as err:
         raise UserInputError(f"{path}: not valid YAML ({err})") from None

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .chip_args import add_chip_args, chip_from_args
+from .cmd_silicon import add_pdk_args
 from .common import add_model_arg, load, print_json
 
 EXPORT_KINDS = {
@@ -45,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                 "instance of a .subckt per family; vacask: VACASK syntax with Verilog-A devices")
         if name in CHIP_EXPORTS:
             add_chip_args(q)
+        if name == "netlist":
+            add_pdk_args(q)
         q.set_defaults(func=cmd_export, choice="all")
 
     p = sub.add_parser("simulate", help="run the netlists in ngspice or VACASK and compare with the model")
@@ -65,6 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "auto (default: ngspice unless the job is large, then the one projected faster)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_chip_args(p)
+    add_pdk_args(p)
     p.set_defaults(func=cmd_simulate)
 
 
@@ -86,6 +90,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     directory = resolve(args.model)
     model = load(args)
+    if getattr(args, "pdk", None):
+        from .cmd_silicon import export_transistor_netlist
+        return export_transistor_netlist(args, model)
     kinds = EXPORT_KINDS[args.what][args.choice]
     if args.what == "netlist":
         kinds = [NETLIST_STYLES[args.style] + k.removeprefix("netlist-") for k in kinds]
@@ -131,6 +138,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .cli import UserError
 
     model = load(args)
+    if args.pdk:
+        from .cmd_silicon import simulate_transistor
+        return simulate_transistor(args, model)
     chip = chip_from_args(args)
     if chip is not None:  # simulate that chip instance's netlists against its own perturbed circuit
         from export.chip_export import chip_instance

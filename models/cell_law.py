@@ -43,6 +43,9 @@ class CellLaw(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     source: str
+    pdk: str | None = None  # where it was characterized (silicon/datasheets/<pdk>-<corner>-<temp>C)
+    corner: str | None = None
+    temp_c: float | None = None
     gain_dst: float = Field(1.0, gt=0)
     gain_src: float = Field(1.0, gt=0)
     offset_dst: float = 0.0
@@ -64,6 +67,14 @@ def _terminal_masks(src: Tensor, dst: Tensor, n_nodes: int, dtype: torch.dtype) 
     return (src[:, None] == rows[None, :]).to(dtype), (dst[:, None] == rows[None, :]).to(dtype)
 
 
+def floating_gate_matrix(base: Tensor, couplings: Tensor, gate_total: float | Tensor) -> Tensor:
+    """Capacitance matrix ``(N, N)`` of nodes with capacitors ``base (N,)`` to ground and floating
+    gates: row g of ``couplings (G, N)`` holds gate g's capacitors to each node, ``gate_total``
+    everything on a gate (couplings, fill and parasitic). Charge conservation on every gate:
+    C = diag(base + Σ_g c_g) − Σ_g c_g c_gᵀ / C_gt. Any consistent unit."""
+    return torch.diag(base + couplings.sum(0)) - couplings.t() @ couplings / gate_total
+
+
 def capacitance_matrix(law: CellLaw, effective: list[tuple[Tensor, Tensor]], terminals: list[tuple[Tensor, Tensor]],
                        node_caps: Tensor) -> Tensor:
     """The nodes' capacitance matrix C ``(N, N)`` (units of C), differentiable in the weights.
@@ -75,17 +86,15 @@ def capacitance_matrix(law: CellLaw, effective: list[tuple[Tensor, Tensor]], ter
     """
     n = node_caps.shape[0]
     u, kappa = law.coupling_per_gain, law.gate_capacitance
-    diag = node_caps.clone()
-    cross = node_caps.new_zeros(n, n)
+    base = node_caps.clone()
+    gates = []
     for (a, b), (src, dst) in zip(effective, terminals):
         p_src, p_dst = _terminal_masks(src, dst, n, a.dtype)
-        outputs = p_src.sum(0) + p_dst.sum(0)
-        diag = diag + law.output_capacitance * outputs
+        base = base + law.output_capacitance * (p_src.sum(0) + p_dst.sum(0))
         for sign in (1.0, -1.0):  # gate G+ takes the positive terms, G− the negative ones
             eta = u * (torch.relu(sign * a)[:, None] * p_src + torch.relu(sign * b)[:, None] * p_dst)  # (E, N)
-            diag = diag + kappa * eta.sum(0)
-            cross = cross + kappa * eta.t() @ eta
-    return torch.diag(diag) - cross
+            gates.append(kappa * eta)
+    return floating_gate_matrix(base, torch.cat(gates), kappa)
 
 
 def output_matrix(law: CellLaw, src: Tensor, dst: Tensor, n_nodes: int, dtype: torch.dtype) -> Tensor:

@@ -384,6 +384,9 @@ class TrainConfig(_Frozen):
     init_from: str | None = Field(None, description="zoo name or checkpoint directory to fine-tune from")
     ema_decay: float | None = Field(None, gt=0, lt=1, description="keep an exponential moving average of the "
                                     "weights with this decay per iteration; the average is what is saved")
+    # train the device as a characterized cell realises it (models.cell_law); in YAML a path to
+    # the law's JSON (written by `knet cells characterize`) is read by the command line
+    cell: CellLaw | None = None
 
     @field_validator("task")
     @classmethod

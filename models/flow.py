@@ -99,6 +99,22 @@ class KirchhoffNet(nn.Module):
         """True for an emulated chip whose devices carry per-device I0 factors (``models.chip``)."""
         return any(layer.current_scale is not None for layer in self.layers)
 
+    def make_realisable(self) -> None:
+        """Project the parameters, in place, onto what the characterized cell can realise
+        (``models.cell_law.project``); nothing to do for an ideal circuit."""
+        law = self.spec.cell
+        if law is None:
+            return
+        from .cell_law import project
+        with torch.no_grad():
+            for layer in self.layers:
+                a, b, c = (t.clone() for t in layer.family.effective(dict(layer.params.items())))
+                project(law, a, b, c, layer.src, layer.dst)
+                layer.params["a"].copy_(a)
+                layer.params["c"].copy_(c)
+                if "b" in layer.params:
+                    layer.params["b"].copy_(b)
+
     def raw_params(self) -> list[dict[str, Tensor]]:
         return [{k: p.detach().cpu() for k, p in layer.params.items()} for layer in self.layers]
 

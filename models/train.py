@@ -39,7 +39,7 @@ def build_spec(cfg: TrainConfig) -> CircuitSpec:
     edges = tuple(topology.build(arch.topology, nodes))
     layer = LayerSpec(duration=arch.end_time / arch.layers, nodes=nodes, edges=edges)
     return CircuitSpec(name=cfg.name, device=arch.device, data_dim=task.dim, layers=(layer,) * arch.layers,
-                       hardware=cfg.hardware, solver=cfg.serve_solver)
+                       hardware=cfg.hardware, solver=cfg.serve_solver, cell=cfg.cell)
 
 
 def build_model(cfg: TrainConfig) -> KirchhoffNet:
@@ -102,6 +102,7 @@ def initial_model(cfg: TrainConfig) -> KirchhoffNet:
         for mine, theirs in zip(model.layers, source.layers):
             for k, p in mine.params.items():
                 p.copy_(theirs.params[k].to(p.dtype))
+    model.make_realisable()  # a cell-realised run starts inside the cell's limits
     return model
 
 
@@ -225,6 +226,7 @@ def _optimizer_step(model: KirchhoffNet, opt: torch.optim.Optimizer, loss: torch
     if math.isfinite(loss_value) and all(torch.isfinite(p.grad).all() for p in model.parameters()):
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
+        model.make_realisable()  # projected gradient: a cell's limits hold after every step
         if ema is not None:
             ema.update(model)
     return loss_value

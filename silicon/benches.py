@@ -49,7 +49,7 @@ def _header(cond: Conditions, title: str) -> list[str]:
 def _driven_core(cond: Conditions, enabled: bool = True) -> list[str]:
     """The core with its gates at V(cmg) ± V(dif)/2 and both outputs held by sources."""
     d = cond.design
-    return [f"VDIF dif 0 0", f"VCMG cmg 0 {d.vref_v!r}",
+    return ["VDIF dif 0 0", f"VCMG cmg 0 {d.vref_v!r}",
             "BGP gp 0 V=V(cmg)+V(dif)/2", "BGM gm 0 V=V(cmg)-V(dif)/2",
             f"VEN en 0 {d.vdd_v if enabled else 0.0!r}", f"VENB enb 0 {0.0 if enabled else d.vdd_v!r}",
             f"VOD od 0 {d.vcm_v!r}", "VOS os osx 0", "EOS osx 0 od 0 1",
@@ -123,11 +123,16 @@ PARASITIC_FREQ_HZ = 1e3
 
 
 def _floating_gate_core(cond: Conditions, enabled: bool) -> list[str]:
-    """The core with G+ floating (a known coupling from ``vin`` and a fill to ``vref``) and
-    G− held at ``vref + offset`` (source ``VGM``); outputs held at ``vcm``."""
+    """The core with both gates floating, each with a known coupling (G+ from ``vin``, G− from
+    ``vinb``, driven in antiphase: a differential drive, as the cell's weights drive them) and
+    a fill to ``vref``; their DC levels ``vref ± V(dif)/2`` (source ``VDIF``) through the reset
+    leak; outputs held at ``vcm``."""
     d = cond.design
-    return [f"VIN vin 0 dc {d.vcm_v!r} ac 1", f"CTEST vin gp {TEST_COUPLING_F!r}", f"CFILL gp vref {TEST_COUPLING_F!r}",
-            "RLEAK gp vref 1e15", f"VGM gm 0 {d.vref_v!r}",
+    return [f"VIN vin 0 dc {d.vcm_v!r} ac 1", f"VINB vinb 0 dc {d.vcm_v!r} ac 1 180",
+            f"CTESTP vin gp {TEST_COUPLING_F!r}", f"CFILLP gp vref {TEST_COUPLING_F!r}",
+            f"CTESTM vinb gm {TEST_COUPLING_F!r}", f"CFILLM gm vref {TEST_COUPLING_F!r}",
+            "VDIF dif 0 0", "BRP rp 0 V=V(vref)+V(dif)/2", "BRM rm 0 V=V(vref)-V(dif)/2",
+            "RLEAKP gp rp 1e15", "RLEAKM gm rm 1e15",
             f"VEN en 0 {d.vdd_v if enabled else 0.0!r}", f"VENB enb 0 {0.0 if enabled else d.vdd_v!r}",
             f"VOD od 0 {d.vcm_v!r}", f"VOS os 0 {d.vcm_v!r}",
             "X1 gp gm od os en enb vdd nbias vpc vnc vref kn_core_ds"]
@@ -151,7 +156,8 @@ def core_ac(cond: Conditions, timeout_s: float = 300.0) -> CoreAC:
     for state in ("active", "parked"):
         cmds = []
         for j, off in enumerate(offsets if state == "active" else (0.0,)):
-            cmds += [f"alter vgm dc = {d.vref_v + off!r}", f"ac lin 1 {f_hz!r} {f_hz!r}", f"write gate_{state}{j}.raw v(gp)"]
+            cmds += [f"alter vdif dc = {off!r}", f"ac lin 1 {f_hz!r} {f_hz!r}",
+                     f"write gate_{state}{j}.raw v(gp) v(gm)"]
         lines = _header(cond, f"gate parasitic {state}") + _floating_gate_core(cond, state == "active")
         blocks.append(("\n".join(lines + control_block(cmds) + [".end"]) + "\n",
                        [f"gate_{state}{j}.raw" for j in range(len(offsets) if state == "active" else 1)]))
@@ -165,12 +171,11 @@ def core_ac(cond: Conditions, timeout_s: float = 300.0) -> CoreAC:
     for state in ("active", "parked"):
         y = -tables[f"y_{state}.raw"].values[0, 1]  # columns: frequency, i(vod) (complex pairs flattened)
         g[state], c[state] = float(np.real(y)), float(np.imag(y) / omega)
-    par = {}
-    for j, off in enumerate(offsets):
-        h = abs(tables[f"gate_active{j}.raw"].values[0, 1])
-        par[f"{-off:+.1f}"] = float(TEST_COUPLING_F / h - 2 * TEST_COUPLING_F)
-    h = abs(tables["gate_parked0.raw"].values[0, 1])
-    par["parked"] = float(TEST_COUPLING_F / h - 2 * TEST_COUPLING_F)
+    def parasitic(table) -> float:  # differential gain (V(gp) − V(gm))/2 per volt of drive
+        h = abs(table.values[0, 1] - table.values[0, 2]) / 2
+        return float(TEST_COUPLING_F / h - 2 * TEST_COUPLING_F)
+    par = {f"{off:+.1f}": parasitic(tables[f"gate_active{j}.raw"]) for j, off in enumerate(offsets)}
+    par["parked"] = parasitic(tables["gate_parked0.raw"])
     tf = tables["tf.raw"]
     freq, mag = np.real(tf.values[:, 0]), np.abs(tf.values[:, 1])
     below = np.nonzero(mag < mag[0] / np.sqrt(2))[0]

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.optimize import least_squares
 
+from models.cell_law import CellLaw
+
 from .benches import Conditions, CoreAC, CoreDC, CoreNoise, CorePower, CoreSwitching
 from .cell import CellCalibration, CellDesign, gain_limit
 
@@ -142,17 +144,24 @@ class Datasheet:
 
     def calibration(self) -> CellCalibration:
         """The constants :func:`silicon.cell.realise` needs."""
-        return CellCalibration(self.law.slope_per_v, self.law.input_offset, self.gate_parasitic_f["-0.0"])
+        return CellCalibration(self.law.slope_per_v, self.law.input_offset, self.gate_parasitic_f["+0.0"])
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Datasheet:
+        """The datasheet ``to_json`` wrote (nested records rebuilt, lists back to tuples)."""
+        law = {k: tuple(v) if isinstance(v, list) else v for k, v in data["law"].items()}
+        return cls(**{**data, "law": FittedLaw(**law), "noise": NoiseFigures(**data["noise"]),
+                      "z_range": tuple(data["z_range"])})
 
 
 def build_datasheet(cond: Conditions, dc: CoreDC, ac: CoreAC, noise: CoreNoise, power: CorePower,
                     switching: CoreSwitching, z_range: tuple[float, float]) -> Datasheet:
     d = cond.design
     law = fit_law(dc, d, z_range)
-    cal = CellCalibration(law.slope_per_v, law.input_offset, ac.gate_parasitic_f["-0.0"])
+    cal = CellCalibration(law.slope_per_v, law.input_offset, ac.gate_parasitic_f["+0.0"])
     from .pdk import get_pdk
     density = get_pdk(d.pdk).mim_f_per_um2
     caps = 2 * d.gate_cap_f
@@ -174,3 +183,21 @@ def build_datasheet(cond: Conditions, dc: CoreDC, ac: CoreAC, noise: CoreNoise, 
                    "rise_s": switching.rise_s, "fall_s": switching.fall_s, "window_s": switching.window_s},
         area_um2=area, gain_limit=gain_limit(d, cal), z_range=z_range,
         spice_cpu_s=dc.cpu_s + ac.cpu_s + noise.cpu_s + power.cpu_s + switching.cpu_s)
+
+
+def cell_law(sheet: Datasheet) -> CellLaw:
+    """The datasheet as the model-level law (``models.cell_law.CellLaw``), model units."""
+    d, law = sheet.design, sheet.law
+    c_unit = d["node_cap_f"]
+    c_gt = d["gate_cap_f"] + sheet.gate_parasitic_f["+0.0"]
+    k, v0 = law.slope_per_v, d["v0_v"]
+    divider = (k * v0 * d["gate_cap_f"] / c_gt, v0 / (2 * d["offset_step_v"]))
+    window = (k * d["gate_window_v"] / d["swing_model_volts"], 1 / (2 * d["swing_model_volts"]))
+    return CellLaw(
+        source=f"{sheet.pdk} {sheet.corner}, {sheet.temp_c:g} °C, cell {d['name']}",
+        pdk=sheet.pdk, corner=sheet.corner, temp_c=sheet.temp_c,
+        gain_dst=law.gain_dst, gain_src=law.gain_src, offset_dst=law.offset_dst, offset_src=law.offset_src,
+        offset_parked=law.offset_parked, conductance_dst=law.conductance_dst, conductance_src=law.conductance_src,
+        conductance_parked=law.conductance_parked, gate_capacitance=c_gt / c_unit,
+        output_capacitance=sheet.output["capacitance_f"]["active"] / c_unit, coupling_per_gain=1 / (k * v0),
+        gain_limits=(divider, window), node_range=law.node_range_model_volts)

@@ -43,7 +43,8 @@ class PdkInfo:
     ``module``/``model_dir``: the importable package and the folder (inside it) that holds the
     model files; ``corners``: the process corners a deck may select (first = nominal);
     ``vdd_v``: the core supply of the devices used; ``devices``: model or subcircuit name per
-    flavour (``n``, ``p`` and, where the process has them, low-threshold ``n_lvt``, ``p_lvt``); ``subckt_devices``: devices are subcircuits (``X…``) rather than ``.model`` cards
+    flavour (``n``, ``p`` and, where the process has them, low-threshold ``n_lvt``, ``p_lvt``);
+    ``subckt_devices``: devices are subcircuits (``X…``) rather than ``.model`` cards
     (``M…``); ``mim_f_per_um2``: the MIM capacitor density (None where no MIM model exists);
     ``licence``: the terms of the model files.
     """

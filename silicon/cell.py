@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 # cascodes of the wide-swing mirrors, "steer" the layer switch, "park" the balanced pair.
 # parameters trained in float32 sit on a limit up to rounding: exceeding it by less is not a problem
 LIMIT_TOLERANCE = 1e-4
-ROLES = ("pair", "park", "steer", "tail", "pmir", "pcas", "nmir", "ncas", "nbias_cas", "pbias_cas")
+ROLES = ("pair", "park", "steer", "tail", "keep", "pmir", "pcas", "nmir", "ncas", "nbias_cas", "pbias_cas")
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,9 @@ class CellDesign:
     swing_model_volts: float = 3.0
     gate_window_v: float = 0.25
     layout_factor: float = 2.0
+    # the bias diodes run at this many times the cell currents (and widths): every cell's tail and
+    # cascode gates hang on their lines, and a layer switch kicks them; a stiff line recovers in ns
+    bias_multiplier: int = 50
     name: str = "kn-tanh-1"
 
     def transistor(self, role: str) -> Transistor:
@@ -87,14 +90,15 @@ class CellDesign:
         """Σ W·L of one cell with ``outputs`` (1 or 2) output stages, µm² (the shared bias
         network not included)."""
         t = self.transistors
-        core = 2 * t["pair"].area_um2 + 2 * t["park"].area_um2 + 2 * t["steer"].area_um2 + t["tail"].area_um2
+        core = (2 * t["pair"].area_um2 + 2 * t["park"].area_um2 + 2 * t["steer"].area_um2 + t["tail"].area_um2
+                + 2 * t["keep"].area_um2)
         diodes = 2 * (t["pmir"].area_um2 + t["pcas"].area_um2)
         # per output: two P copies (one feeds an N diode) and an N diode + N copy, all cascoded
         per_output = 2 * (t["pmir"].area_um2 + t["pcas"].area_um2) + 2 * (t["nmir"].area_um2 + t["ncas"].area_um2)
         return core + diodes + outputs * per_output
 
     def transistor_count(self, outputs: int) -> int:
-        return 7 + 4 + 8 * outputs
+        return 9 + 4 + 8 * outputs
 
 
 def _sky130() -> CellDesign:
@@ -103,8 +107,13 @@ def _sky130() -> CellDesign:
         pdk="sky130", vdd_v=1.8, vcm_v=0.8, vref_v=1.15, v0_v=0.1, i0_a=1e-6, gate_cap_f=200e-15,
         offset_step_v=0.5, node_cap_f=10e-12,
         transistors={
-            "pair": Transistor("n", 4.0, 2.0), "park": Transistor("n", 4.0, 2.0),
+            # a small pair: its gate capacitance (and how it moves with the gate difference, which
+            # bends the dividers) stays a small part of each floating gate (docs/silicon.md)
+            "pair": Transistor("n", 2.0, 1.0), "park": Transistor("n", 2.0, 1.0),
             "steer": Transistor("n", 1.0, 0.15), "tail": Transistor("n", 2.0, 4.0),
+            # a standing ~0.1·I0 into each P mirror: equal on both sides it cancels at the outputs,
+            # and a mirror whose pair side carries almost nothing still settles in tens of ns
+            "keep": Transistor("n", 0.42, 8.0),
             # low-threshold PMOS mirrors keep the pair's drains high enough for a ±0.25 V gate window;
             # mirrors of 2 µm²: their poles (~3 ns) against their matching (docs/silicon.md)
             "pmir": Transistor("p_lvt", 1.0, 2.0), "pcas": Transistor("p_lvt", 4.0, 2.0),
@@ -120,6 +129,7 @@ def _gf180() -> CellDesign:
         transistors={
             "pair": Transistor("n", 4.0, 2.0), "park": Transistor("n", 4.0, 2.0),
             "steer": Transistor("n", 1.0, 0.28), "tail": Transistor("n", 2.0, 4.0),
+            "keep": Transistor("n", 0.5, 8.0),
             "pmir": Transistor("p", 1.0, 4.0), "pcas": Transistor("p", 4.0, 2.0),
             "nmir": Transistor("n", 1.0, 4.0), "ncas": Transistor("n", 4.0, 2.0),
             "nbias_cas": Transistor("n", 0.5, 8.0), "pbias_cas": Transistor("p", 0.5, 8.0),

@@ -51,6 +51,7 @@ def core_subckt(pdk: PdkInfo, design: CellDesign, outputs: str) -> list[str]:
              mos("SOFF", "steer", "sp", "enb", "tl", "0"),
              mos("1", "pair", "d1", "gp", "sa", "0"), mos("2", "pair", "d2", "gm", "sa", "0"),
              mos("1P", "park", "d1", "vpk", "sp", "0"), mos("2P", "park", "d2", "vpk", "sp", "0"),
+             mos("K1", "keep", "d1", "nbias", "0", "0"), mos("K2", "keep", "d2", "nbias", "0", "0"),
              "* wide-swing cascode P mirrors: inputs d1 (I1) and d2 (I2)",
              mos("P1", "pmir", "p1", "d1", "vdd", "vdd"), mos("P1C", "pcas", "d1", "vpc", "p1", "vdd"),
              mos("P2", "pmir", "p2", "d2", "vdd", "vdd"), mos("P2C", "pcas", "d2", "vpc", "p2", "vdd")]
@@ -76,19 +77,21 @@ def core_subckt(pdk: PdkInfo, design: CellDesign, outputs: str) -> list[str]:
 
 def bias_network(pdk: PdkInfo, design: CellDesign, prefix: str = "") -> list[str]:
     """The shared bias: the reference current into the tail diode (``nbias``) and the two
-    cascode bias diodes (``vpc``, ``vnc``) fed by half the reference each. In silicon the
-    half-currents are mirrored from the same reference; here they are ideal sources."""
-    t = design.transistors
-    i0 = design.i0_a
-    return ["* bias network: one reference current I0 sets every tail (docs/silicon.md)",
-            f"I{prefix}REF vdd nbias {i0!r}",
-            pdk.mos(f"{prefix}BT", t["tail"].flavour, "nbias", "nbias", "0", "0", t["tail"].w_um, t["tail"].l_um),
-            f"I{prefix}RN vdd vnc {i0 / 2!r}",
-            pdk.mos(f"{prefix}BNC", t["nbias_cas"].flavour, "vnc", "vnc", "0", "0",
-                    t["nbias_cas"].w_um, t["nbias_cas"].l_um),
-            f"I{prefix}RP vpc 0 {i0 / 2!r}",
-            pdk.mos(f"{prefix}BPC", t["pbias_cas"].flavour, "vpc", "vpc", "vdd", "vdd",
-                    t["pbias_cas"].w_um, t["pbias_cas"].l_um)]
+    cascode bias diodes (``vpc``, ``vnc``) fed by half of it each, all ``bias_multiplier``
+    times the cell's current in as many parallel units (same gate voltage, stiffer lines).
+    In silicon the half-currents are mirrored from the same reference; here they are ideal
+    sources."""
+    t, m = design.transistors, design.bias_multiplier
+    i_ref = design.i0_a * m
+
+    def diode(name: str, role: str, node: str, rail: str) -> str:
+        tr = t[role]
+        return pdk.mos(name, tr.flavour, node, node, rail, rail, tr.w_um, tr.l_um, units=m)
+
+    return ["* bias network: one reference current sets every tail (docs/silicon.md)",
+            f"I{prefix}REF vdd nbias {i_ref!r}", diode(f"{prefix}BT", "tail", "nbias", "0"),
+            f"I{prefix}RN vdd vnc {i_ref / 2!r}", diode(f"{prefix}BNC", "nbias_cas", "vnc", "0"),
+            f"I{prefix}RP vpc 0 {i_ref / 2!r}", diode(f"{prefix}BPC", "pbias_cas", "vpc", "vdd")]
 
 
 def device_instance(tag: str, elements: CellElements, src_node: str, dst_node: str, en: str, enb: str,

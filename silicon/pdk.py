@@ -105,16 +105,19 @@ class PdkInfo:
         root = self.root()
         return _MODEL_LINES[self.name](root, corner)
 
-    def mos(self, name: str, kind: str, d: str, g: str, s: str, b: str, w_um: float, l_um: float) -> str:
-        """One transistor instance: ``kind`` a flavour of :attr:`devices`, width and length in µm."""
+    def mos(self, name: str, kind: str, d: str, g: str, s: str, b: str, w_um: float, l_um: float,
+            units: int = 1) -> str:
+        """One transistor instance: ``kind`` a flavour of :attr:`devices`, width and length in µm,
+        ``units`` identical devices in parallel (``m=``: each unit keeps its own model bin)."""
         try:
             model = self.devices[kind]
         except KeyError:
             raise UserInputError(f"PDK {self.name!r} has no {kind!r} transistor flavour; it has "
                                  f"{', '.join(self.devices)}") from None
+        m = f" m={units}" if units != 1 else ""
         if self.subckt_devices:
-            return f"X{name} {d} {g} {s} {b} {model} w={_um(w_um)} l={_um(l_um)}"
-        return f"M{name} {d} {g} {s} {b} {model} W={_um(w_um)}u L={_um(l_um)}u"
+            return f"X{name} {d} {g} {s} {b} {model} w={_um(w_um)} l={_um(l_um)}{m}"
+        return f"M{name} {d} {g} {s} {b} {model} W={_um(w_um)}u L={_um(l_um)}u{m}"
 
 
 def _um(x: float) -> str:

@@ -99,38 +99,46 @@ class TabulatedChip:
             out["layer"].append(r.layer)
         return {k: np.array(v) for k, v in out.items()}
 
+    def currents(self, volts: np.ndarray, layer: int) -> np.ndarray:
+        """Currents into the nodes ``(N,)`` (amperes) at node voltages ``volts (N,)`` (volts) while
+        ``layer`` is connected, from the tables (gates as their capacitors put them)."""
+        d, t, g = self.design, self.table, self._arrays
+        dev = volts - d.vcm_v
+        vp = d.vref_v + g["plus"] @ dev + g["plus0"]
+        vm = d.vref_v + g["minus"] @ dev + g["minus0"]
+        cm, dvg = 0.5 * (vp + vm), vp - vm
+        padded = np.concatenate([[d.vcm_v], volts])
+        v_src, v_dst = padded[g["src"]], padded[g["dst"]]
+        active = g["layer"] == layer
+        grid, order = (t.gate_cm, t.vout, t.dvg), np.argsort(t.parked_vout)
+        i_d = np.where(active, _trilinear(grid, t.i_d, cm, v_dst, dvg),
+                       np.interp(v_dst, t.parked_vout[order], t.parked_d[order]))
+        i_s = np.where(active, _trilinear(grid, t.i_s, cm, v_src, dvg),
+                       np.interp(v_src, t.parked_vout[order], t.parked_s[order]))
+        current = np.zeros(self.n_nodes + 1)
+        np.add.at(current, g["dst"], np.where(g["dst_out"], i_d, 0.0))
+        np.add.at(current, g["src"], np.where(g["src_out"], i_s, 0.0))
+        return current[1:]
+
+    @property
+    def _arrays(self) -> dict[str, np.ndarray]:
+        cached = self.__dict__.get("_gate_cache")
+        if cached is None:
+            cached = self._gate_arrays()
+            object.__setattr__(self, "_gate_cache", cached)
+        return cached
+
     def solve(self, z: np.ndarray, sched: Schedule, rtol: float = 1e-9) -> np.ndarray:
         """Node voltages (model volts) at the end of the schedule for latents ``z (n, d)``:
         ``(n, d)``. Inputs are the nodes' values when the first layer connects."""
-        d, t = self.design, self.table
-        g = self._gate_arrays()
+        d = self.design
         inv = np.linalg.inv(self.capacitance())
-        grid = (t.gate_cm, t.vout, t.dvg)
-        parked_v = t.parked_vout
-        order_p = np.argsort(parked_v)
         out = np.empty_like(z, dtype=np.float64)
         for row, zi in enumerate(np.asarray(z, dtype=np.float64)):
             v = d.vcm_v + d.v0_v * zi[: self.n_nodes]
             for layer, (t0, t1) in enumerate(sched.layer_windows_s):
-                active = g["layer"] == layer
-
-                def rhs(_t, volts, active=active):
-                    dev = volts - d.vcm_v
-                    vp = d.vref_v + g["plus"] @ dev + g["plus0"]
-                    vm = d.vref_v + g["minus"] @ dev + g["minus0"]
-                    cm, dvg = 0.5 * (vp + vm), vp - vm
-                    padded = np.concatenate([[d.vcm_v], volts])
-                    v_src, v_dst = padded[g["src"]], padded[g["dst"]]
-                    i_d = np.where(active, _trilinear(grid, t.i_d, cm, v_dst, dvg),
-                                   np.interp(v_dst, parked_v[order_p], t.parked_d[order_p]))
-                    i_s = np.where(active, _trilinear(grid, t.i_s, cm, v_src, dvg),
-                                   np.interp(v_src, parked_v[order_p], t.parked_s[order_p]))
-                    current = np.zeros(self.n_nodes + 1)
-                    np.add.at(current, g["dst"], np.where(g["dst_out"], i_d, 0.0))
-                    np.add.at(current, g["src"], np.where(g["src_out"], i_s, 0.0))
-                    return inv @ current[1:]
-
-                sol = solve_ivp(rhs, (t0, t1), v, method="DOP853", rtol=rtol, atol=1e-9 * d.v0_v)
+                sol = solve_ivp(lambda _t, volts, k=layer: inv @ self.currents(volts, k), (t0, t1), v,
+                                method="DOP853", rtol=rtol, atol=1e-9 * d.v0_v)
                 v = sol.y[:, -1]
             out[row] = (v - d.vcm_v) / d.v0_v
         return out

@@ -103,7 +103,8 @@ def _numpy_slot(model, reverse: bool, dtype) -> _Prepared:
 
 
 def _native_slot(model, reverse: bool) -> _Prepared:
-    return _cached(model, ("native", reverse), lambda: engine_native.build_layers(model, reverse))
+    """``layers`` holds the :class:`~models.engine_native.NativePlan` (one per model and direction)."""
+    return _cached(model, ("native", reverse), lambda: engine_native.build_plan(model, reverse))
 
 
 def _native_supports(model, v: Tensor) -> bool:
@@ -128,11 +129,10 @@ def advance_layer(model, k: int, S: Tensor, n_steps: int, reverse: bool, budget:
     """Advance the state ``S (N+2, batch)`` of layer ``k`` alone in place by ``n_steps`` RK4 steps,
     with ℓ, on the path a whole solve of ``S``'s rows would take (compiled where it applies,
     else the torch layer). Used by calibration's per-layer errors."""
-    duration = model.spec.layers[k].duration
     if _native_supports(model, S.t()):
-        engine_native.rk4_layer(_native_slot(model, reverse).layers[k], S, duration, n_steps, True, budget)
+        engine_native.advance_layer(_native_slot(model, reverse).layers, k, S, n_steps, budget)
     else:
-        rk4_layer(prepared_layers(model, reverse)[k], S, duration, n_steps, True, budget)
+        rk4_layer(prepared_layers(model, reverse)[k], S, model.spec.layers[k].duration, n_steps, True, budget)
 
 
 def chunk_rows(layers: list[EngineLayer], element_size: int) -> int:
@@ -188,7 +188,7 @@ def integrate(model, v: Tensor, cfg: SolverConfig, reverse: bool = False, with_d
                          f"not {model.data_dim}")
     out = None
     if native:
-        out = _integrate_native(model, v, durations, steps, reverse, with_divergence, budget)
+        out = _integrate_native(model, v, steps, reverse, with_divergence, budget)
     elif v.device.type == "cuda" and (USE_CUDA_GRAPHS if graphs is None else graphs):
         slot = _torch_slot(model, reverse, form)
         with torch.no_grad():
@@ -203,18 +203,14 @@ def integrate(model, v: Tensor, cfg: SolverConfig, reverse: bool = False, with_d
     return v_end, ell if with_divergence else None, stats
 
 
-def _integrate_native(model, v: Tensor, durations: list[float], steps: list[int], reverse: bool,
-                      with_div: bool, budget: Budget) -> tuple[Tensor, Tensor, EngineStats]:
-    layers = _native_slot(model, reverse).layers
-    stats = EngineStats(path="native-dense")
-    with torch.no_grad():
-        S = pack(v)
-        stats.status, stats.message = run_layers(
-            layer_order(len(layers), reverse),
-            lambda k: engine_native.rk4_layer(layers[k], S, durations[k], steps[k], with_div, budget),
-            lambda: bool(torch.isfinite(S).all()), budget)
-    stats.nfe, stats.steps = budget.nfe, budget.steps
-    v_end, ell = unpack(S)
+def _integrate_native(model, v: Tensor, steps: list[int], reverse: bool, with_div: bool,
+                      budget: Budget) -> tuple[Tensor, Tensor, EngineStats]:
+    # one call into C runs every layer with the same budget and checks as run_layers
+    plan = _native_slot(model, reverse).layers
+    v_end, ell, failure = engine_native.solve(plan, v, steps, with_div, budget)
+    stats = EngineStats(path=plan.path, nfe=budget.nfe, steps=budget.steps)
+    if failure is not None:
+        stats.status, stats.message = failure.status, str(failure)
     return v_end, ell, stats
 
 

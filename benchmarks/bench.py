@@ -161,6 +161,7 @@ def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_bu
         model = model.to(dev)
         settings = [(label, m, _ort_sessions(m) if dev.type == "cpu" else {})
                     for label, m in _settings(model, tiers, name, published)]
+        peers = {label: _xla_peers(m, dev) for label, m, _ in settings}
         base = PublishedBaseline(model, device=dev)  # same device as ours
         base.sample(torch.zeros(1, model.data_dim))  # warm the published code path once
         last_baseline: dict[str, tuple[int, float]] = {}  # kind -> (batch, ms), to bound run time
@@ -200,6 +201,7 @@ def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_bu
                         sess = sessions[kind]
                         feed = {sess.get_inputs()[0].name: inp.to(torch.float32).numpy()}
                         ort_ms = _time(functools.partial(sess.run, None, feed), ours_budget_s, 200, 3, 2, sync)[0]
+                    xla_ms, xla_form, xla_note = _time_xla(peers[label], kind, inp, res, ours_budget_s, sync)
                     steps = m.spec.solver.steps_per_layer
                     row = Row(model=name, kind=kind, batch=batch, baseline_ms=b_ms, ours_ms=ours_ms,
                               ratio=None if b_ms is None else b_ms / ours_ms,
@@ -212,7 +214,9 @@ def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_bu
                               ours_repeats=ours_n, error_rows=n_ref, source=source,
                               steps_per_layer=",".join(map(str, steps)) if isinstance(steps, tuple) else str(steps),
                               setting=label, note=note, ort_ms=ort_ms,
-                              ours_over_ort=None if ort_ms is None else ours_ms / ort_ms)
+                              ours_over_ort=None if ort_ms is None else ours_ms / ort_ms,
+                              xla_ms=xla_ms, ours_over_xla=None if xla_ms is None else ours_ms / xla_ms,
+                              xla_form=xla_form, xla_note=xla_note)
                     if m.spec.solver.method == "rk4":
                         n_layers = len(m.spec.layers)
                         flops = roofline.nominal_flops(m, [m.spec.solver.steps_for(k, n_layers)
@@ -248,6 +252,37 @@ def _baseline(base: PublishedBaseline, kind: str, batch: int, inp, inputs, n_ref
     outs = [fn(inputs[i:i + 1]) for i in range(n_ref)] if batch == 1 else [out]
     last_baseline[kind] = (batch, ms)
     return ms, cpu, n, nfe, outs, note
+
+
+def _xla_peers(model: KirchhoffNet, device: torch.device) -> dict | str:
+    """The JAX/XLA peer of ``model`` in both forms (benchmarks/xla.py), or why there is none."""
+    from benchmarks import xla
+    if device.type != "cpu":
+        return "CPU rows only"
+    jax, why = xla.jax_status()
+    if jax is None:
+        return why
+    try:
+        return {form: xla.XlaPeer(model, form) for form in xla.FORMS}
+    except ValueError as err:
+        return str(err)
+
+
+def _time_xla(peers: dict | str, kind: str, inp: torch.Tensor, res, budget_s: float,
+              sync) -> tuple[float | None, str, str]:
+    """``(ms, form, note)``: the faster of the peer's forms on ``inp`` after checking it against our
+    answer ``res``; ``(None, "", why)`` without JAX."""
+    if isinstance(peers, str):
+        return None, "", peers
+    x = inp.to(torch.float32).numpy()
+    best = None
+    for form, peer in peers.items():
+        peer.prepare(kind, x.shape[0])  # compile time stays out of the figure (peer.compile_s)
+        peer.check(kind, x, res.x.numpy(), res.logp.numpy())
+        ms = _time(functools.partial(peer.run, kind, x), budget_s, 200, 3, 2, sync)[0]
+        if best is None or ms < best[0]:
+            best = (ms, form)
+    return best[0], best[1], ""
 
 
 def _ort_sessions(model: KirchhoffNet) -> dict:

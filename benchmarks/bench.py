@@ -154,7 +154,7 @@ def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_bu
     """
     rows = []
     dev = torch.device(device)
-    peak = roofline.peak_gflops() if dev.type == "cpu" else None
+    peak = (roofline.fma_peak_gflops() or roofline.peak_gflops()) if dev.type == "cpu" else None
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
     for name in models:
         model, source = bench_model(name, progress)
@@ -223,6 +223,9 @@ def run(models=DEFAULT_MODELS, batches=DEFAULT_BATCHES, kinds=KINDS, baseline_bu
                                                            for k in range(n_layers)], inp.shape[0])
                         row.ours_gflops = flops / (ours_ms * 1e-3) / 1e9
                         row.peak_fraction = row.ours_gflops / peak if peak else None
+                        steps_now = [m.spec.solver.steps_for(k, n_layers) for k in range(n_layers)]
+                        bound = roofline.bound_s(m, steps_now, inp.shape[0]) if dev.type == "cpu" else None
+                        row.bound_fraction = None if bound is None else bound / (ours_cpu * 1e-3)
                     rows.append(row)
                     progress(format_row(row))
     return rows

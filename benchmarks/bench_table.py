@@ -56,7 +56,8 @@ class Row:
     xla_form: str = ""
     xla_note: str = ""
     ours_gflops: float | None = None  # nominal FLOPs (benchmarks/roofline.py) / ours_ms
-    peak_fraction: float | None = None  # ours_gflops over one core's float32 GEMM rate
+    peak_fraction: float | None = None  # ours_gflops over one core's float32 FMA peak (benchmarks/roofline.py)
+    bound_fraction: float | None = None  # the roofline's bound (FMA peak + tanh rate) over ours' CPU time
 
 
 def environment() -> dict:
@@ -74,8 +75,12 @@ def environment() -> dict:
                python=platform.python_version(), threads=torch.get_num_threads(),
                cpu_capability=torch.backends.cpu.get_cpu_capability(),
                cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
-    # the GFLOP/s column's reference: one core's float32 GEMM rate (benchmarks/roofline.py)
+    # the GFLOP/s column's references (benchmarks/roofline.py): one core's float32 FMA peak (the
+    # column's peak), its GEMM rate, and tanh evaluations per second by implementation
     env["peak_gflops_float32_gemm"] = round(roofline.peak_gflops(), 2)
+    fma = roofline.fma_peak_gflops()
+    env["peak_gflops_float32_fma"] = None if fma is None else round(fma, 2)
+    env["tanh_per_s"] = {k: round(v / 1e9, 3) for k, v in roofline.activation_rates().items()}  # billions
     try:
         env["load_average"] = os.getloadavg()[0]
     except OSError:
@@ -89,7 +94,7 @@ def _f(x, spec: str) -> str:
 
 HEADER = ("model", "kind", "batch", "ours at", "baseline ms", "ours ms", "ratio", "ratio (CPU time)", "baseline err",
           "ours err", "ours≤base", "NFE base/ours", "ORT ms", "ours/ORT", "XLA ms", "ours/XLA",
-          "GFLOP/s (% of peak)")
+          "GFLOP/s (% of peak)", "of bound")
 
 
 def format_row(r: Row) -> str:
@@ -100,7 +105,8 @@ def format_row(r: Row) -> str:
              f"{_f(r.baseline_nfe, 'd')}/{r.ours_nfe}", _f(r.ort_ms, ".3f"), _f(r.ours_over_ort, ".2f"),
              _f(r.xla_ms, ".3f") + (f" ({r.xla_form})" if r.xla_form else ""), _f(r.ours_over_xla, ".2f"),
              "—" if r.ours_gflops is None else
-             f"{r.ours_gflops:.2f}" + ("" if r.peak_fraction is None else f" ({100 * r.peak_fraction:.1f} %)"))
+             f"{r.ours_gflops:.2f}" + ("" if r.peak_fraction is None else f" ({100 * r.peak_fraction:.1f} %)"),
+             "—" if r.bound_fraction is None else f"{100 * r.bound_fraction:.0f} %")
     return "| " + " | ".join(cells) + " |"
 
 

@@ -13,8 +13,8 @@
  *     refusal is returned, and after every layer the rows must be finite (NONFINITE) and the clock
  *     within the deadline (TIMEOUT). status is the Status value; position the index into
  *     ``layers`` where it stopped. The state reached is written out in every case.
- * activate(kernel, feature, leaky, z, y, g, n): the kernels' activation over an array (tests
- *     measure its error in ulp, the roofline its throughput); fma_loop(n): n rounds of a
+ * activate(kernel, feature, leaky, z, y, g, n[, rounds]): the kernels' activation over an array,
+ *     rounds times (tests measure its error in ulp, the roofline its throughput); fma_loop(n): n rounds of a
  *     register-resident FMA stream, the roofline's peak.
  * Pointers are integer addresses of contiguous float32 (int32 for indices) host buffers; the
  * caller (models.engine_native) checks types, shapes and devices. The GIL is released while solving.
@@ -413,11 +413,13 @@ static PyObject *py_activate(PyObject *self, PyObject *args) {
     float leaky;
     unsigned long long z, y, g;
     Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "iifKKKn", &kernel, &feature, &leaky, &z, &y, &g, &n)) return NULL;
+    long rounds = 1;
+    if (!PyArg_ParseTuple(args, "iifKKKn|l", &kernel, &feature, &leaky, &z, &y, &g, &n, &rounds)) return NULL;
     if (!check_common(1, 0, kernel, feature) || n < 0) return NULL;
     Py_BEGIN_ALLOW_THREADS
-    activate_array(kernel, feature, leaky, (const float *)(uintptr_t)z, (float *)(uintptr_t)y,
-                   (float *)(uintptr_t)g, n);
+    for (long r = 0; r < rounds; r++)
+        activate_array(kernel, feature, leaky, (const float *)(uintptr_t)z, (float *)(uintptr_t)y,
+                       (float *)(uintptr_t)g, n);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }

@@ -5,6 +5,7 @@ batch size (every lane packing and tail), and direction, and bounded and failing
 every other path."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from helpers import tiny_model
@@ -13,7 +14,7 @@ from models import engine, engine_native
 from models.checkpoint import load_model
 from models.config import DEVICE_FAMILIES, SolverConfig
 from models.solvers import Status
-from models.zoo import resolve
+from models.zoo import available, resolve
 
 RK4 = SolverConfig(method="rk4", steps_per_layer=(3, 5))
 
@@ -173,3 +174,74 @@ def test_other_solves_take_other_paths():
     with pytest.raises(ValueError, match="float32 CPU rows"):
         plan = engine_native.build_plan(tiny_model(dtype=torch.float32), False)
         engine_native.solve(plan, torch.zeros(4, 2, dtype=torch.float64), [1, 1], True, None)
+
+
+# Stated bounds of the compiled path against the float64 tableau loop at the serving steps, per
+# zoo model: max |Δx| (model volts; latents for log p) and max |Δ log p| (nats) over sampling and
+# log-density, 1, 3 and 37 rows (packed lanes, the gather row kernel, blocks with a tail). Measured
+# maxima: 2-D models 1.5e-7–7.3e-6 and 1.5e-7–1.0e-5 (circle the largest), digits 3.8e-6 and
+# 1.9e-5; the bounds keep a margin of 3–5× (float32 rounding of sums over up to 786 devices).
+PARITY_BOUNDS = {"digits": (2e-5, 1e-4), "circle": (3e-5, 5e-5)}
+PARITY_2D = (2e-5, 3e-5)
+
+
+@pytest.mark.parametrize("name", available())
+def test_every_zoo_model_is_within_its_stated_bound_of_the_float64_loop(name):
+    model = load_model(resolve(name), torch.float32)
+    exact = load_model(resolve(name), torch.float64)
+    exact.engine_enabled = False  # the generic tableau loop (models.solvers.fixed_step)
+    bound_x, bound_logp = PARITY_BOUNDS.get(name, PARITY_2D)
+    for rows in (1, 3, 37):
+        z = torch.randn(rows, model.data_dim, generator=torch.Generator().manual_seed(rows))
+        with torch.no_grad():
+            s, s64 = model.sample(0, z=z), exact.sample(0, z=z.double())
+            lp, lp64 = model.log_prob(s.x), exact.log_prob(s.x.double())
+        assert s.stats.path == lp.stats.path == ("native-gather" if model.data_dim > 8 else "native-dense")
+        assert (s.stats.nfe, lp.stats.nfe) == (s64.stats.nfe, lp64.stats.nfe)
+        dx = max(float((s.x.double() - s64.x).abs().max()), float((lp.x.double() - lp64.x).abs().max()))
+        dl = max(float((s.logp.double() - s64.logp).abs().max()), float((lp.logp.double() - lp64.logp).abs().max()))
+        assert dx <= bound_x and dl <= bound_logp, (name, rows, dx, dl)
+
+
+def test_a_784_node_circuit_is_within_float32_rounding_of_the_float64_loop():
+    """The imported genmnist's architecture (two layers of 50,240 devices on 784 nodes): |Δx| ≤ 2e-5
+    (measured 3e-6), |Δ log p| ≤ 1e-3 nats on log-densities of ~1100 nats (a few float32 ulp there;
+    measured 2.5e-4), one row (row kernel) and 20 (a block and a row-kernel tail)."""
+    from benchmarks.xla_table import genmnist_architecture
+    model = genmnist_architecture()
+    exact = genmnist_architecture().double()
+    exact.engine_enabled = False
+    for rows in (1, 20):
+        z = torch.randn(rows, 784, generator=torch.Generator().manual_seed(rows))
+        with torch.no_grad():
+            s, s64 = model.sample(0, z=z), exact.sample(0, z=z.double())
+        assert s.stats.path == "native-gather" and s.stats.ok
+        assert float((s.x.double() - s64.x).abs().max()) <= 2e-5
+        assert float((s.logp.double() - s64.logp).abs().max()) <= 1e-3
+
+
+def _activate(kernel: str, z: np.ndarray) -> np.ndarray:
+    from models import _rk4
+    y = np.empty_like(z)
+    _rk4.activate(_rk4.KERNELS.index(kernel), 0, 0.0, z.ctypes.data, y.ctypes.data, 0, z.size)
+    return y
+
+
+def test_the_compiled_tanh_and_sigmoid_are_within_stated_ulp():
+    """The kernels' exp-based activations against float64 over [-20, 20] (every float32 step of
+    1e-5 there, and the saturated tails): tanh within 1.8e-7 absolute (1.5 ulp of 1.0; near 0,
+    where tanh(z) ≈ z is tiny, the absolute error is what a sum of currents sees) and within 3 ulp
+    where |tanh| ≥ 0.5; sigmoid within 3 ulp relative everywhere above 1e-30."""
+    z = np.linspace(-20.0, 20.0, 4_000_001).astype(np.float32)
+    for kernel, exact, abs_bound in (("tanh", np.tanh, 1.8e-7), ("sigmoid", lambda x: 1 / (1 + np.exp(-x)), 2e-7)):
+        want = exact(z.astype(np.float64))
+        got = _activate(kernel, z).astype(np.float64)
+        err = np.abs(got - want)
+        ulp = np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
+        assert err.max() <= abs_bound, (kernel, err.max())
+        big = np.abs(want) >= (0.5 if kernel == "tanh" else 1e-30)
+        assert (err[big] / ulp[big]).max() <= 3.0, (kernel, (err[big] / ulp[big]).max())
+    # NaN stays NaN, infinities saturate
+    special = np.array([np.nan, np.inf, -np.inf, 100.0, -100.0], np.float32)
+    y = _activate("tanh", special)
+    assert np.isnan(y[0]) and list(y[1:]) == [1.0, -1.0, 1.0, -1.0]

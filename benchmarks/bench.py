@@ -266,7 +266,8 @@ def _xla_peers(model: KirchhoffNet, device: torch.device) -> dict | str:
     if jax is None:
         return why
     try:
-        return {form: xla.XlaPeer(model, form) for form in xla.FORMS}
+        return {form: xla.XlaPeer(model, form) for form in xla.FORMS
+                if form != "dense" or model.data_dim <= xla.DENSE_MAX_NODES}
     except ValueError as err:
         return str(err)
 

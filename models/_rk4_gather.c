@@ -83,20 +83,39 @@ INLINE void row_evaluate(const Layer *L, const int rows, const float *x, float *
         vstore(y + i, v);
         if (with_div) vstore(g + i, slope_feature(feat, v));
     }
+    /* each node's sum in CHAINS interleaved partial sums per row: a single running sum would wait
+     * on the previous addition's latency for every one of the node's devices */
+    enum { CHAINS = 4 };
     for (int r = 0; r < rows; r++) d[r] = 0.f;
     for (int k = 1; k <= N; k++) {
-        float sum[rows];
-        for (int r = 0; r < rows; r++) sum[r] = 0.f;
-        for (int i = L->csr_start[k]; i < L->csr_start[k + 1]; i++) {
+        float sum[CHAINS][rows];
+        for (int c = 0; c < CHAINS; c++)
+            for (int r = 0; r < rows; r++) sum[c][r] = 0.f;
+        const int start = L->csr_start[k], stop = L->csr_start[k + 1];
+        int i = start;
+        for (; i + CHAINS <= stop; i += CHAINS)
+            for (int c = 0; c < CHAINS; c++) {
+                const float *ye = y + (size_t)L->csr_edge[i + c] * rows;
+                const float cf = L->csr_coef[i + c];
+                for (int r = 0; r < rows; r++) sum[c][r] += cf * ye[r];
+            }
+        for (; i < stop; i++) {
             const float *ye = y + (size_t)L->csr_edge[i] * rows;
-            const float cf = L->csr_coef[i];
-            for (int r = 0; r < rows; r++) sum[r] += cf * ye[r];
+            for (int r = 0; r < rows; r++) sum[0][r] += L->csr_coef[i] * ye[r];
         }
-        for (int r = 0; r < rows; r++) d[(size_t)k * rows + r] = sum[r] + L->node_const[k];
+        for (int r = 0; r < rows; r++)
+            d[(size_t)k * rows + r] = ((sum[0][r] + sum[1][r]) + (sum[2][r] + sum[3][r])) + L->node_const[k];
     }
     float *dl = d + (size_t)(N + 1) * rows;
     for (int r = 0; r < rows; r++) dl[r] = 0.f;
-    if (with_div) {
+    if (with_div && rows == 1) { /* one lane per device: w and g line up */
+        vf acc = splat(0.f);
+        int e = 0;
+        for (; e + LANES <= E; e += LANES) acc += vload(L->w + e) * vload(g + e);
+        for (int l = 0; l < LANES; l++) dl[0] += acc[l];
+        for (; e < E; e++) dl[0] += L->w[e] * g[e];
+        dl[0] += L->div_const;
+    } else if (with_div) {
         for (int e = 0; e < E; e++)
             for (int r = 0; r < rows; r++) dl[r] += L->w[e] * g[(size_t)e * rows + r];
         for (int r = 0; r < rows; r++) dl[r] += L->div_const;

@@ -31,7 +31,11 @@ static const char *FEATURES[] = {"none", "logistic_slope", "square", "step"};
 
 enum { SUCCESS = 0, MAX_STEPS = 1, TIMEOUT = 2, NONFINITE = 3 };
 #define CHUNK_WORK 16384 /* device-vector steps per granted chunk: about a millisecond */
-#define ROW_KERNEL_MAX 4 /* gather tails of up to 4 rows take the row kernel (measured, docs/engine.md) */
+/* gather tails of up to 4 rows take the row kernel (faster than a 16-row block there for digits, 786
+ * devices, and a 784-node import, 50,240 devices: docs/engine.md), unless its per-pair arrays of
+ * activations and slopes (8 bytes a (device, row) pair) would outgrow the L2 cache several times */
+#define ROW_KERNEL_MAX 4
+#define ROW_KERNEL_PAIRS 262144
 #define CAPSULE "knet.rk4.layer"
 
 /* ------------------------------------------------------------------ layers */
@@ -221,7 +225,7 @@ static float *at(const Pieces *P, const Piece *q, int r, int j) {
     return q->state + (size_t)(j == P->N ? P->nk : j) * LANES + r;
 }
 
-static Pieces *cut(int batch, int N, int gather) {
+static Pieces *cut(int batch, int N, int gather, int max_edges) {
     int full = batch / LANES, tail = batch % LANES, n = full + (tail > 0);
     Pieces *P = calloc(1, sizeof *P + (n ? n : 1) * sizeof(Piece));
     if (P == NULL) return NULL;
@@ -234,7 +238,7 @@ static Pieces *cut(int batch, int N, int gather) {
         if (q->rows < LANES) {
             int r = pow2_at_least(q->rows);
             if (!gather) { q->level = 0; while ((LANES >> q->level) > r) q->level++; }
-            else if (r <= ROW_KERNEL_MAX) q->level = r;
+            else if (r <= ROW_KERNEL_MAX && (long)r * max_edges <= ROW_KERNEL_PAIRS) q->level = r;
         }
         q->state = alloc(piece_floats(P, q));
         if (q->state == NULL) {
@@ -362,7 +366,9 @@ static PyObject *py_solve(PyObject *self, PyObject *args) {
             return PyErr_Format(PyExc_ValueError, "_rk4.solve: layers differ in node count or form");
     }
     const int N = layers[0]->nodes, gather = layers[0]->gather;
-    Pieces *P = cut((int)batch, N, gather);
+    int max_edges = 0;
+    for (int k = 0; k < n_layers; k++) max_edges = layers[k]->edges > max_edges ? layers[k]->edges : max_edges;
+    Pieces *P = cut((int)batch, N, gather, max_edges);
     size_t scratch_floats = 0;
     if (gather && P)
         for (int i = 0; i < P->n; i++)

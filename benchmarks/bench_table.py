@@ -55,7 +55,7 @@ class Row:
     ours_over_xla: float | None = None  # > 1: XLA is faster
     xla_form: str = ""
     xla_note: str = ""
-    ours_gflops: float | None = None  # nominal FLOPs (benchmarks/roofline.py) / ours_ms
+    ours_gflops: float | None = None  # nominal FLOPs (benchmarks/roofline.py) / ours_cpu_ms
     peak_fraction: float | None = None  # ours_gflops over one core's float32 FMA peak (benchmarks/roofline.py)
     bound_fraction: float | None = None  # the roofline's bound (FMA peak + tanh rate) over ours' CPU time
 

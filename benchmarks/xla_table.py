@@ -8,7 +8,8 @@ batch's bucket are compiled (time kept apart), both of its forms are checked aga
 on the same rows, then ours (``KirchhoffNet.log_prob`` / ``.sample``: the serving path, whatever
 it picks), the dense peer and the gather peer are timed in interleaved rounds (each round: a few
 calls of each, in turn; the figure is the median over rounds of each round's median), so a noisy
-moment on a shared machine hits all three. The table shows ours / the faster peer form in ms.
+moment on a shared machine hits all three. The tables show ours / the faster peer form in wall ms
+and in process-CPU ms (the steadier figure where other work shares the cores).
 
 ``genmnist-784`` is a circuit of the imported 784-D genmnist model's architecture (two
 ``_mix_connect`` layers of 50,240 diff-tanh devices on a 28×28 grid, RK4 9 and 4 steps, the
@@ -75,14 +76,16 @@ def _ours(model: KirchhoffNet, kind: str):
     return lambda x: model.sample(0, z=torch.from_numpy(x))
 
 
-def _round_ms(fn, x) -> float:
-    """Median ms of ``fn(x)`` over at least 3 calls and ROUND_S seconds."""
-    times = []
+def _round_ms(fn, x) -> tuple[float, float]:
+    """Median wall and process-CPU ms of ``fn(x)`` over at least 3 calls and ROUND_S seconds (CPU
+    time is the steadier figure on a shared machine: it leaves out time spent waiting for a core)."""
+    times, cpu = [], []
     while len(times) < 3 or sum(times) < ROUND_S:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn(x)
         times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+        cpu.append(time.process_time() - c)
+    return 1e3 * statistics.median(times), 1e3 * statistics.median(cpu)
 
 
 def measure(model: KirchhoffNet, kind: str, batch: int, peers: dict, rounds: int) -> dict:
@@ -105,9 +108,11 @@ def measure(model: KirchhoffNet, kind: str, batch: int, peers: dict, rounds: int
         for _ in range(rounds):
             for name, fn in fns.items():
                 per_round[name].append(_round_ms(fn, x))
-    cell["ms"] = {name: statistics.median(v) for name, v in per_round.items()}
+    cell["ms"] = {name: statistics.median(w for w, _ in v) for name, v in per_round.items()}
+    cell["cpu_ms"] = {name: statistics.median(c for _, c in v) for name, v in per_round.items()}
     best = min(peers, key=lambda f: cell["ms"][f])
     cell["xla_form"], cell["xla_ms"] = best, cell["ms"][best]
+    cell["xla_cpu_ms"] = min(cell["cpu_ms"][f] for f in peers)
     return cell
 
 
@@ -119,10 +124,12 @@ def torch_gather_ms(model: KirchhoffNet, kind: str, batch: int, rounds: int) -> 
     fn = lambda x: engine.integrate(model, x, model.spec.solver, kind == "logprob", native=False,  # noqa: E731
                                     small=False, form="gather")
     with torch.no_grad():
-        return statistics.median(_round_ms(fn, x) for _ in range(rounds))
+        return statistics.median(_round_ms(fn, x)[0] for _ in range(rounds))
 
 
-def format_table(cells: list[dict], batches: list[int]) -> str:
+def format_table(cells: list[dict], batches: list[int], cpu: bool = False) -> str:
+    """ours / XLA per model × op (rows) and batch (columns), wall ms (or process-CPU ms)."""
+    ours_key, xla_key = ("cpu_ms", "xla_cpu_ms") if cpu else ("ms", "xla_ms")
     by = {(c["model"], c["kind"], c["batch"]): c for c in cells}
     models = list(dict.fromkeys(c["model"] for c in cells))
     lines = ["| model, op | " + " | ".join(f"B={b}" for b in batches) + " |", "|---|" + "---|" * len(batches)]
@@ -134,8 +141,9 @@ def format_table(cells: list[dict], batches: list[int]) -> str:
                 if c is None:
                     row.append("—")
                     continue
-                mark = "" if c["ms"]["ours"] <= c["xla_ms"] else "**"  # bold where XLA is faster
-                row.append(f"{mark}{c['ms']['ours']:.3g} / {c['xla_ms']:.3g}{mark}")
+                ours, peer = c[ours_key]["ours"], c[xla_key]
+                mark = "" if ours <= peer else "**"  # bold where XLA is faster
+                row.append(f"{mark}{ours:.3g} / {peer:.3g}{mark}")
             if any(r != "—" for r in row):
                 lines.append(f"| {name} {kind} | " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -179,8 +187,10 @@ def run_from_args(args: argparse.Namespace) -> int:
                                     "ours_ms": ours["ms"]["ours"], "speedup": ms / ours["ms"]["ours"]})
     env["load_average_end"] = os.getloadavg()[0]
     print(format_table(cells, args.batches))
-    print(f"\nms, ours / JAX {version} (faster of its dense and gather forms); bold where XLA is faster; "
-          f"load average {env['load_average_start']:.2f} → {env['load_average_end']:.2f}")
+    print(f"\nwall ms, ours / JAX {version} (faster of its dense and gather forms); bold where XLA is faster; "
+          f"load average {env['load_average_start']:.2f} → {env['load_average_end']:.2f}\n")
+    print(format_table(cells, args.batches, cpu=True))
+    print("\nthe same cells in process-CPU ms (steadier on a shared machine)")
     for g in gather_rows:
         print(f"- {g['model']} {g['kind']} 1024 rows: torch gather path {g['torch_gather_ms']:.1f} ms, "
               f"ours {g['ours_ms']:.1f} ms ({g['speedup']:.2f}×)")

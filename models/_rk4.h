@@ -42,13 +42,18 @@ INLINE vf at_most(vf x, float hi) { return lanes(x > hi, splat(hi), x); }
 
 /* exp(x): x = n ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact n ln2), exp(r) by its
  * degree-7 Taylor polynomial (truncation < 5e-9 relative), 2^n written into the exponent bits.
- * Clamped to [-87, 87] so 2^n stays a normal float; the activations saturate long before. NaN
+ * Clamped to [-87, 87] so 2^n stays a normal float; the activations saturate long before. n is
+ * rounded by adding 1.5 * 2^23 (the sum's low mantissa bits are then round-to-nearest of x / ln2,
+ * exact for |x / ln2| < 2^22): three operations fewer than a conversion to integers and back. NaN
  * stays NaN (the polynomial carries it, whatever its garbage exponent). */
+#define ROUNDER 12582912.f /* 1.5 * 2^23 */
 INLINE vf vexp(vf x) {
     x = at_most(at_least(x, -87.f), 87.f);
-    vf t = x * 1.44269504088896341f + lanes(x > 0, splat(0.5f), splat(-0.5f));
-    vi n = __builtin_convertvector(t, vi);
-    vf nf = __builtin_convertvector(n, vf);
+    vf t = x * 1.44269504088896341f + ROUNDER;
+    vf nf = t - ROUNDER;
+    vi n;
+    memcpy(&n, &t, sizeof n);
+    n -= 0x4B400000; /* the bits of ROUNDER: n is now the rounded integer */
     vf r = x - nf * 0.693145751953125f - nf * 1.428606765330187e-06f;
     vf p = splat(1.f / 5040.f);
     p = p * r + 1.f / 720.f;

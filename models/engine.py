@@ -11,8 +11,9 @@ This module only prepares (and caches) layers and dispatches; the pieces are:
 - ``models.engine_layers``: the dense and gather layer forms, built from the circuit
   operator with the device table's fused form folded in (tanh through the logistic
   function), and the in-place RK4;
-- ``models.engine_native``: compiled C for float32 dense-form layers on the CPU, a block of
-  rows held in vector registers through whole RK4 steps (the CPU default where it applies);
+- ``models.engine_native``: compiled C for float32 solves on the CPU, one call per solve with
+  every vector lane busy at every batch size, dense kernels up to 8 nodes and gather kernels
+  above (the CPU default where it applies);
 - ``models.engine_small``: NumPy for a few rows on the CPU, where torch's per-kernel
   dispatch dominates (float64, or where the compiled path is not built);
 - ``models.engine_cuda``: CUDA graphs of whole layers on a GPU.
@@ -178,8 +179,8 @@ def integrate(model, v: Tensor, cfg: SolverConfig, reverse: bool = False, with_d
     if native is None:
         native = small is None and form == "auto" and _native_supports(model, v)
     elif native and not _native_supports(model, v):
-        raise ValueError("the compiled path takes float32 CPU solves of dense-form layers with the extension built "
-                         f"(built: {engine_native.available()})")
+        raise ValueError("the compiled path takes float32 CPU solves of a float32 CPU model with the extension "
+                         f"built (built: {engine_native.available()})")
     if small is None:
         small = (not native and v.device.type == "cpu" and v.shape[0] <= engine_small.SMALL_BATCH_MAX
                  and engine_small.supports(model))

@@ -29,14 +29,14 @@ WORKDIR /home/bentoml/app
 COPY --chown=1034:1034 . .
 
 # torch from the chosen wheel index (CPU by default), everything else from PyPI; gcc only
-# while the engine's compiled RK4 (models/_rk4_dense.c, setup.py) is built, then removed.
+# while the engine's compiled RK4 (models/_rk4_*.c, setup.py) is built, then removed.
 # Editable: `bentoml serve` imports the code from this directory, so the extension is built
 # here, next to its source (a plain install would put it only in site-packages).
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && pip install --extra-index-url "${TORCH_INDEX_URL}" -e . \
-    && python -c "import models._rk4_dense" \
+    && python -c "import models._rk4" \
     && apt-get purge -y gcc libc6-dev && apt-get autoremove -y \
     && rm -rf /var/lib/apt/lists/*
 

@@ -49,8 +49,15 @@ class Row:
     # the same graph (same RK4 steps, float32) in onnxruntime, one thread (CPU rows only)
     ort_ms: float | None = None
     ours_over_ort: float | None = None  # > 1: onnxruntime is faster (the service then uses it)
-    ours_gflops: float | None = None  # nominal FLOPs (benchmarks/roofline.py) / ours_ms
-    peak_fraction: float | None = None  # ours_gflops over one core's float32 GEMM rate
+    # the same circuit and steps jit-compiled by JAX/XLA, one thread (benchmarks/xla.py): the faster of
+    # its dense and gather forms, checked against ours first; xla_note says why a row has none
+    xla_ms: float | None = None
+    ours_over_xla: float | None = None  # > 1: XLA is faster
+    xla_form: str = ""
+    xla_note: str = ""
+    ours_gflops: float | None = None  # nominal FLOPs (benchmarks/roofline.py) / ours_cpu_ms
+    peak_fraction: float | None = None  # ours_gflops over one core's float32 FMA peak (benchmarks/roofline.py)
+    bound_fraction: float | None = None  # the roofline's bound (FMA peak + tanh rate) over ours' CPU time
 
 
 def environment() -> dict:
@@ -68,8 +75,12 @@ def environment() -> dict:
                python=platform.python_version(), threads=torch.get_num_threads(),
                cpu_capability=torch.backends.cpu.get_cpu_capability(),
                cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
-    # the GFLOP/s column's reference: one core's float32 GEMM rate (benchmarks/roofline.py)
+    # the GFLOP/s column's references (benchmarks/roofline.py): one core's float32 FMA peak (the
+    # column's peak), its GEMM rate, and tanh evaluations per second by implementation
     env["peak_gflops_float32_gemm"] = round(roofline.peak_gflops(), 2)
+    fma = roofline.fma_peak_gflops()
+    env["peak_gflops_float32_fma"] = None if fma is None else round(fma, 2)
+    env["tanh_per_s"] = {k: round(v / 1e9, 3) for k, v in roofline.activation_rates().items()}  # billions
     try:
         env["load_average"] = os.getloadavg()[0]
     except OSError:
@@ -82,7 +93,8 @@ def _f(x, spec: str) -> str:
 
 
 HEADER = ("model", "kind", "batch", "ours at", "baseline ms", "ours ms", "ratio", "ratio (CPU time)", "baseline err",
-          "ours err", "ours≤base", "NFE base/ours", "ORT ms", "ours/ORT", "GFLOP/s (% of peak)")
+          "ours err", "ours≤base", "NFE base/ours", "ORT ms", "ours/ORT", "XLA ms", "ours/XLA",
+          "GFLOP/s (% of peak)", "of bound")
 
 
 def format_row(r: Row) -> str:
@@ -91,8 +103,10 @@ def format_row(r: Row) -> str:
              _f(r.baseline_error, ".1e"), _f(r.ours_error, ".1e"),
              "—" if r.accurate is None else ("yes" if r.accurate else "NO"),
              f"{_f(r.baseline_nfe, 'd')}/{r.ours_nfe}", _f(r.ort_ms, ".3f"), _f(r.ours_over_ort, ".2f"),
+             _f(r.xla_ms, ".3f") + (f" ({r.xla_form})" if r.xla_form else ""), _f(r.ours_over_xla, ".2f"),
              "—" if r.ours_gflops is None else
-             f"{r.ours_gflops:.2f}" + ("" if r.peak_fraction is None else f" ({100 * r.peak_fraction:.1f} %)"))
+             f"{r.ours_gflops:.2f}" + ("" if r.peak_fraction is None else f" ({100 * r.peak_fraction:.1f} %)"),
+             "—" if r.bound_fraction is None else f"{100 * r.bound_fraction:.0f} %")
     return "| " + " | ".join(cells) + " |"
 
 
@@ -103,6 +117,7 @@ def format_table(rows: list[Row]) -> str:
     sources = sorted({f"{r.model} ({r.setting}): {r.source}; RK4 steps per layer {r.steps_per_layer}" for r in rows})
     lines += [""] + [f"- {s}" for s in sources]
     lines += sorted({f"- {r.model} {r.kind} {r.batch}: {r.note}" for r in rows if r.note})
+    lines += sorted({f"- XLA column: {r.xla_note}" for r in rows if r.xla_note})
     return "\n".join(lines)
 
 

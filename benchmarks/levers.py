@@ -46,7 +46,7 @@ def _compiled_path(engine, rk4: SolverConfig) -> None:
     the zoo's 2-D architectures with the divergence, side by side."""
     from models import engine_native
     if not engine_native.available():
-        print("compiled path: not built (models._rk4_dense missing)")
+        print("compiled path: not built (models._rk4 missing)")
         return
     for name in ("twomoon", "2spirals", "pinwheel"):
         m = _model(name)

@@ -3,6 +3,7 @@
 | command | module | what it measures |
 | --- | --- | --- |
 | ``knet bench`` | ``benchmarks.bench`` | the published method against the engine, with accuracy |
+| ``knet bench-xla`` | ``benchmarks.xla_table`` | the engine against a jit-compiled JAX/XLA peer, batch by batch |
 | ``knet bench-levers`` | ``benchmarks.levers`` | each engine lever on its own (CPU time) |
 | ``knet bench-batching`` | ``benchmarks.batching`` | the service's micro-batcher on and off, over HTTP |
 | ``knet bench-overhead`` | ``benchmarks.overhead`` | per-request overhead beside a no-op endpoint, one server |
@@ -20,6 +21,7 @@ from models.errors import UserInputError
 
 BENCHMARKS = {  # command: (module, help)
     "bench": ("benchmarks.bench", "time the published method against the engine, with accuracy"),
+    "bench-xla": ("benchmarks.xla_table", "the engine against the same circuits jit-compiled by JAX/XLA, 1 thread"),
     "bench-levers": ("benchmarks.levers", "time each engine lever on its own (CPU ms)"),
     "bench-batching": ("benchmarks.batching", "the micro-batcher on vs off, side by side over localhost HTTP"),
     "bench-overhead": ("benchmarks.overhead", "per-request overhead over a no-op endpoint's latency, one server"),

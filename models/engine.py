@@ -11,8 +11,9 @@ This module only prepares (and caches) layers and dispatches; the pieces are:
 - ``models.engine_layers``: the dense and gather layer forms, built from the circuit
   operator with the device table's fused form folded in (tanh through the logistic
   function), and the in-place RK4;
-- ``models.engine_native``: compiled C for float32 dense-form layers on the CPU, a block of
-  rows held in vector registers through whole RK4 steps (the CPU default where it applies);
+- ``models.engine_native``: compiled C for float32 solves on the CPU, one call per solve with
+  every vector lane busy at every batch size, dense kernels up to 8 nodes and gather kernels
+  above (the CPU default where it applies);
 - ``models.engine_small``: NumPy for a few rows on the CPU, where torch's per-kernel
   dispatch dominates (float64, or where the compiled path is not built);
 - ``models.engine_cuda``: CUDA graphs of whole layers on a GPU.
@@ -103,7 +104,8 @@ def _numpy_slot(model, reverse: bool, dtype) -> _Prepared:
 
 
 def _native_slot(model, reverse: bool) -> _Prepared:
-    return _cached(model, ("native", reverse), lambda: engine_native.build_layers(model, reverse))
+    """``layers`` holds the :class:`~models.engine_native.NativePlan` (one per model and direction)."""
+    return _cached(model, ("native", reverse), lambda: engine_native.build_plan(model, reverse))
 
 
 def _native_supports(model, v: Tensor) -> bool:
@@ -128,11 +130,10 @@ def advance_layer(model, k: int, S: Tensor, n_steps: int, reverse: bool, budget:
     """Advance the state ``S (N+2, batch)`` of layer ``k`` alone in place by ``n_steps`` RK4 steps,
     with ℓ, on the path a whole solve of ``S``'s rows would take (compiled where it applies,
     else the torch layer). Used by calibration's per-layer errors."""
-    duration = model.spec.layers[k].duration
     if _native_supports(model, S.t()):
-        engine_native.rk4_layer(_native_slot(model, reverse).layers[k], S, duration, n_steps, True, budget)
+        engine_native.advance_layer(_native_slot(model, reverse).layers, k, S, n_steps, budget)
     else:
-        rk4_layer(prepared_layers(model, reverse)[k], S, duration, n_steps, True, budget)
+        rk4_layer(prepared_layers(model, reverse)[k], S, model.spec.layers[k].duration, n_steps, True, budget)
 
 
 def chunk_rows(layers: list[EngineLayer], element_size: int) -> int:
@@ -178,8 +179,8 @@ def integrate(model, v: Tensor, cfg: SolverConfig, reverse: bool = False, with_d
     if native is None:
         native = small is None and form == "auto" and _native_supports(model, v)
     elif native and not _native_supports(model, v):
-        raise ValueError("the compiled path takes float32 CPU solves of dense-form layers with the extension built "
-                         f"(built: {engine_native.available()})")
+        raise ValueError("the compiled path takes float32 CPU solves of a float32 CPU model with the extension "
+                         f"built (built: {engine_native.available()})")
     if small is None:
         small = (not native and v.device.type == "cpu" and v.shape[0] <= engine_small.SMALL_BATCH_MAX
                  and engine_small.supports(model))
@@ -188,7 +189,7 @@ def integrate(model, v: Tensor, cfg: SolverConfig, reverse: bool = False, with_d
                          f"not {model.data_dim}")
     out = None
     if native:
-        out = _integrate_native(model, v, durations, steps, reverse, with_divergence, budget)
+        out = _integrate_native(model, v, steps, reverse, with_divergence, budget)
     elif v.device.type == "cuda" and (USE_CUDA_GRAPHS if graphs is None else graphs):
         slot = _torch_slot(model, reverse, form)
         with torch.no_grad():
@@ -203,18 +204,14 @@ def integrate(model, v: Tensor, cfg: SolverConfig, reverse: bool = False, with_d
     return v_end, ell if with_divergence else None, stats
 
 
-def _integrate_native(model, v: Tensor, durations: list[float], steps: list[int], reverse: bool,
-                      with_div: bool, budget: Budget) -> tuple[Tensor, Tensor, EngineStats]:
-    layers = _native_slot(model, reverse).layers
-    stats = EngineStats(path="native-dense")
-    with torch.no_grad():
-        S = pack(v)
-        stats.status, stats.message = run_layers(
-            layer_order(len(layers), reverse),
-            lambda k: engine_native.rk4_layer(layers[k], S, durations[k], steps[k], with_div, budget),
-            lambda: bool(torch.isfinite(S).all()), budget)
-    stats.nfe, stats.steps = budget.nfe, budget.steps
-    v_end, ell = unpack(S)
+def _integrate_native(model, v: Tensor, steps: list[int], reverse: bool, with_div: bool,
+                      budget: Budget) -> tuple[Tensor, Tensor, EngineStats]:
+    # one call into C runs every layer with the same budget and checks as run_layers
+    plan = _native_slot(model, reverse).layers
+    v_end, ell, failure = engine_native.solve(plan, v, steps, with_div, budget)
+    stats = EngineStats(path=plan.path, nfe=budget.nfe, steps=budget.steps)
+    if failure is not None:
+        stats.status, stats.message = failure.status, str(failure)
     return v_end, ell, stats
 
 

@@ -27,8 +27,8 @@ BIAS_ROW = 0
 
 @dataclass
 class EngineStats(SolveStats):
-    """:class:`~models.solvers.SolveStats` plus the path that solved: ``native-dense``, ``numpy-dense``,
-    ``torch-dense``, ``torch-gather``, ``cuda-graph-dense`` or ``cuda-graph-gather``."""
+    """:class:`~models.solvers.SolveStats` plus the path that solved: ``native-dense``, ``native-gather``,
+    ``numpy-dense``, ``torch-dense``, ``torch-gather``, ``cuda-graph-dense`` or ``cuda-graph-gather``."""
 
     path: str = ""
 
@@ -87,11 +87,16 @@ def run_layers(order: Iterable[int], advance: Callable[[int], None], finite: Cal
         for k in order:
             advance(k)
             if not finite():
-                raise BudgetExceeded(Status.NONFINITE, f"non-finite voltages after layer {k}")
+                raise nonfinite(k)
             budget.check_time()
     except BudgetExceeded as exc:
         return exc.status, str(exc)
     return Status.SUCCESS, ""
+
+
+def nonfinite(k: int) -> BudgetExceeded:
+    """The failure of a state that is not finite after layer ``k``."""
+    return BudgetExceeded(Status.NONFINITE, f"non-finite voltages after layer {k}")
 
 
 def charge_steps(budget: Budget, n_steps: int) -> None:

@@ -66,6 +66,8 @@ class KirchhoffNet(nn.Module):
                          current_scale=None if current_scales is None else current_scales[i])
             for i, layer in enumerate(spec.layers)
         )
+        # an emulated chip's per-device I0 factors are fixed at construction (models.chip)
+        self._has_current_scale = current_scales is not None and any(c is not None for c in current_scales)
         self.form: Form = "auto"
         # RK4 calls that need no gradient go through models.engine (same results, faster);
         # set False to force the generic tableau loop (used by tests and benchmarks).
@@ -85,8 +87,11 @@ class KirchhoffNet(nn.Module):
         return self._first_parameter().dtype
 
     def _first_parameter(self) -> torch.Tensor:
-        # not next(self.parameters()): that walks every submodule (~30 µs, 4× per request)
-        return next(iter(self.layers[0].params.values()))
+        # not next(self.parameters()): that walks every submodule (~30 µs, 4× per request); and
+        # through the modules' own dicts, not attribute lookups and ModuleList indexing (~4 µs
+        # each; the engine reads device and dtype on every request, docs/engine.md)
+        params = self._modules["layers"]._modules["0"]._modules["params"]._parameters
+        return next(iter(params.values()))
 
     def operators(self) -> list[LayerOperator]:
         if self.spec.cell is not None:  # a characterized cell couples every layer (models.cell_law)
@@ -97,7 +102,7 @@ class KirchhoffNet(nn.Module):
     @property
     def has_current_scale(self) -> bool:
         """True for an emulated chip whose devices carry per-device I0 factors (``models.chip``)."""
-        return any(layer.current_scale is not None for layer in self.layers)
+        return self._has_current_scale
 
     def make_realisable(self) -> None:
         """Project the parameters, in place, onto what the characterized cell can realise

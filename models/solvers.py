@@ -65,12 +65,24 @@ class Budget:
     def take_step(self) -> None:
         self.steps += 1
         if self.steps > self.max_steps:
-            raise BudgetExceeded(Status.MAX_STEPS, f"step budget of {self.max_steps} steps exhausted")
+            raise self.exceeded(Status.MAX_STEPS)
         self.check_time()
 
     def check_time(self) -> None:
         if time.perf_counter() - self.started > self.max_wall_s:
-            raise BudgetExceeded(Status.TIMEOUT, f"wall-clock budget of {self.max_wall_s:g} s exhausted")
+            raise self.exceeded(Status.TIMEOUT)
+
+    def exceeded(self, status: Status) -> BudgetExceeded:
+        """The error of this budget running out of steps (MAX_STEPS) or time (TIMEOUT); a solver that
+        charges steps elsewhere (the compiled path counts them in C) reports through it too."""
+        if status == Status.MAX_STEPS:
+            return BudgetExceeded(status, f"step budget of {self.max_steps} steps exhausted")
+        return BudgetExceeded(status, f"wall-clock budget of {self.max_wall_s:g} s exhausted")
+
+    @property
+    def wall_left_s(self) -> float:
+        """Seconds of the wall-clock allowance left (negative once it is spent)."""
+        return self.max_wall_s - (time.perf_counter() - self.started)
 
     @property
     def steps_left(self) -> int:

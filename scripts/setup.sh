@@ -21,7 +21,7 @@ if [ "${KNET_SETUP_TEST:-0}" = 1 ] && { ! command -v chromium >/dev/null 2>&1 ||
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
-# A C compiler builds the engine's compiled RK4 (models/_rk4_dense.c) when the package installs.
+# A C compiler builds the engine's compiled RK4 (models/_rk4_*.c) when the package installs.
 if ! command -v cc >/dev/null 2>&1; then
     echo "[setup] installing gcc (Debian package; builds the engine's compiled path)"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -43,10 +43,10 @@ if ! python -c "import os, sysconfig; raise SystemExit(not os.path.isfile(os.pat
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "python$(python -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')-dev" >/dev/null
 fi
 STAMP=.venv/.knet-installed
-# reinstall when the package's definition or its C source changed (an editable install
+# reinstall when the package's definition or its C sources changed (an editable install
 # builds the extension in place, next to the source)
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ setup.py -nt "$STAMP" ] \
-        || [ models/_rk4_dense.c -nt "$STAMP" ]; then
+        || [ -n "$(find models -maxdepth 1 -name '_rk4*.[ch]' -newer "$STAMP")" ]; then
     echo "[setup] installing Python packages (torch==2.13.0 CPU wheel, bentoml, …)"
     pip install -q --disable-pip-version-check -e ".[test]"
     touch "$STAMP"

@@ -143,8 +143,13 @@ def test_cli_bench_json_rows(tmp_path, capsys):
         assert r["ratio"] == r["baseline_ms"] / r["ours_ms"]
         assert 0 <= r["ours_error"] < 0.1 and 0 <= r["baseline_error"] < 0.1
         assert r["ort_ms"] > 0 and r["ours_over_ort"] == r["ours_ms"] / r["ort_ms"]  # the same graph in ORT
-        peak = doc["environment"]["peak_gflops_float32_gemm"]  # rounded to 0.01 in the environment
+        peak = doc["environment"]["peak_gflops_float32_fma"]  # rounded to 0.01 in the environment
         assert r["ours_gflops"] > 0 and r["peak_fraction"] == pytest.approx(r["ours_gflops"] / peak, rel=1e-2)
+        # the bound (FMA peak + tanh rate) cannot be beaten: a fraction above 1 would be a wrong count
+        assert 0 < r["bound_fraction"] <= 1.0
+        # the XLA peer (benchmarks/xla.py), checked against ours before it was timed
+        assert r["xla_ms"] > 0 and r["ours_over_xla"] == r["ours_ms"] / r["xla_ms"] and r["xla_form"] in ("dense",
+                                                                                                         "gather")
     assert (tmp_path / "b.csv").read_text().startswith("model,kind,batch")
 
 

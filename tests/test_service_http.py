@@ -181,7 +181,10 @@ def test_metrics_count_what_was_sent(server):
     assert _metric(client, "knet_solver_nfe_count", **labels) - before["knet_solver_nfe_count"] == 3
     assert _metric(client, "knet_solve_seconds_count", **labels) - before["knet_solve_seconds_count"] == 3
     assert _metric(client, "knet_batch_size_count", endpoint="logprob") - batches == 3
-    assert _metric(client, "knet_solver_failures_total", model="tiny", endpoint="sample", status="timeout") >= 1
+    # (no solver failure is asserted here: the over-budget request of the test above is chunked, and since
+    # the compiled path solves each 256-row chunk of the tiny model within its 1 ms, its 504 comes from the
+    # chunks' summed time (service/batching.py), which no single solve fails; request-level timeouts are
+    # not counted in knet_solver_failures_total)
     spec = load_model(cks["tiny3"]).spec
     assert _metric(client, "knet_projected_chip_latency_seconds", model="tiny3") == pytest.approx(
         projected_latency_s(spec))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from models.checkpoint import circuit_bytes, content_hash, load_model
+from models.checkpoint import TRANSISTOR_DECK_FILE, TRANSISTOR_FILE, circuit_bytes, content_hash, load_model
 from models.errors import UserInputError
 from models.flow import KirchhoffNet
 from models.hardware import projected_latency_s, settle_time_s
@@ -101,6 +101,11 @@ CHECKPOINT_FILE_KINDS: dict[str, tuple[str, ArtifactKind]] = {
         "{name}-robustness.csv", "text/csv", "Monte Carlo robustness to chip non-idealities (CSV)")),
     "robustness-png": ("robustness.png", ArtifactKind(
         "{name}-robustness.png", "image/png", "robustness plot: quality against each non-ideality's level")),
+    "transistor-json": (TRANSISTOR_FILE, ArtifactKind(
+        "{name}-transistor.json", "application/json",
+        "the chip at transistor level: measured latency, energy, area and accuracy (JSON)")),
+    "transistor-deck": (TRANSISTOR_DECK_FILE, ArtifactKind(
+        "{name}-transistor.cir", "text/plain", "transistor-level sample deck, PDK cells (ngspice; .param inputs)")),
 }
 
 
@@ -114,11 +119,21 @@ def model_fingerprint(model: KirchhoffNet) -> str:
     return h.hexdigest()
 
 
+# circuits rendered with the ideal device law: a cell-realised model's circuit is its transistor deck
+BEHAVIOURAL_CIRCUIT_KINDS = tuple(k for k in ARTIFACT_KINDS if k.startswith(("netlist-", "vacask-", "verilog-a")))
+
+
 def available_kinds(model: KirchhoffNet) -> dict[str, str | None]:
     """kind → None if it can be built for ``model``, else the reason it cannot."""
     why = (None if model.spec.bijective else
            "the node count changes between layers, so the log-density is not defined")
-    return {k: (why if k in LOG_DENSITY_KINDS else None) for k in ARTIFACT_KINDS}
+    out = {k: (why if k in LOG_DENSITY_KINDS else None) for k in ARTIFACT_KINDS}
+    if model.spec.cell is not None:
+        cell = ("the model is realised in characterized transistor cells (its law: per-terminal gains, "
+                "floating-gate coupling); its circuit is the transistor-level deck (transistor-deck, "
+                "`knet export netlist MODEL --pdk PDK`), not a behavioural netlist of the ideal law")
+        out.update({k: cell for k in BEHAVIOURAL_CIRCUIT_KINDS})
+    return out
 
 
 def _canonical(model: KirchhoffNet, checkpoint_dir: Path | None) -> tuple[KirchhoffNet, str]:
@@ -153,8 +168,9 @@ def checkpoint_file(model_name: str, kind: str, checkpoint_dir: Path | None) -> 
     fname, spec = CHECKPOINT_FILE_KINDS[kind]
     path = None if checkpoint_dir is None else Path(checkpoint_dir) / fname
     if path is None or not path.is_file():
+        how = "knet simulate MODEL --pdk PDK --write" if kind.startswith("transistor") else "knet robustness"
         raise UserInputError(f"{kind} is not available for model {model_name!r}: no {fname} beside the "
-                         "checkpoint (run `knet robustness` to compute it)")
+                             f"checkpoint (run `{how}` to compute it)")
     return Artifact(spec.filename(model_name), spec.content_type, path.read_bytes())
 
 
@@ -189,7 +205,7 @@ def _build(m: KirchhoffNet, kind: str, digest: str, checkpoint_dir: Path | None 
     elif kind.startswith("onnx-"):
         data = onnx_graph(m, kind.split("-", 1)[1], digest)
     elif kind == "manifest":
-        data = _manifest(m, digest, _bundle_files(m, digest, checkpoint_dir))
+        data = _manifest(m, digest, _bundle_files(m, digest, checkpoint_dir), checkpoint_dir)
     else:
         data = _bundle(m, digest, checkpoint_dir)
     return Artifact(name, spec.content_type, data)
@@ -203,7 +219,8 @@ def _bundle_files(m: KirchhoffNet, digest: str, checkpoint_dir: Path | None = No
     return [("readme", Artifact("README.md", "text/markdown", readme)), *files]
 
 
-def _manifest(m: KirchhoffNet, digest: str, files: list[tuple[str, Artifact]]) -> bytes:
+def _manifest(m: KirchhoffNet, digest: str, files: list[tuple[str, Artifact]],
+              checkpoint_dir: Path | None = None) -> bytes:
     spec = m.spec
     omitted = {k: r for k, r in available_kinds(m).items() if r and k in BUNDLE_KINDS}
     doc = {
@@ -213,6 +230,8 @@ def _manifest(m: KirchhoffNet, digest: str, files: list[tuple[str, Artifact]]) -
         "devices": spec.num_edges, "end_time_model": spec.end_time,
         "end_time_s": settle_time_s(spec),
         "projected_latency_s": projected_latency_s(spec),
+        # measured at transistor level (silicon.figures), beside the behavioural projection above
+        "transistor_level": _transistor_level(checkpoint_dir),
         "constants": constants(m), "units": UNITS,
         "netlist_options": SpiceOptions().__dict__,
         "onnx": {"method": "rk4", "steps_per_layer": graph_steps(m), "dtype": "float32"},
@@ -229,10 +248,16 @@ def _manifest(m: KirchhoffNet, digest: str, files: list[tuple[str, Artifact]]) -
     return (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode()
 
 
+def _transistor_level(checkpoint_dir: Path | None) -> dict | None:
+    """The measured chip (``transistor.json``) stored beside the checkpoint, or None."""
+    path = None if checkpoint_dir is None else Path(checkpoint_dir) / TRANSISTOR_FILE
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
+
+
 def _bundle(m: KirchhoffNet, digest: str, checkpoint_dir: Path | None = None) -> bytes:
     files = _bundle_files(m, digest, checkpoint_dir)
     entries = [(a.filename, a.data) for _, a in files]
-    entries.append(("manifest.json", _manifest(m, digest, files)))
+    entries.append(("manifest.json", _manifest(m, digest, files, checkpoint_dir)))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for fname, data in sorted(entries):
@@ -249,4 +274,5 @@ def build_all(model: KirchhoffNet, checkpoint_dir: Path | None = None) -> list[A
     bundle holds, as separate files)."""
     m, digest = _canonical(model, Path(checkpoint_dir) if checkpoint_dir is not None else None)
     files = _bundle_files(m, digest, checkpoint_dir)
-    return [a for _, a in files] + [Artifact("manifest.json", "application/json", _manifest(m, digest, files))]
+    return [a for _, a in files] + [Artifact("manifest.json", "application/json",
+                                             _manifest(m, digest, files, checkpoint_dir))]

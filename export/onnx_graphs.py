@@ -117,6 +117,9 @@ def _build(model: KirchhoffNet, direction: str, steps: list[int]):
         raise UserInputError(f"model {spec.name!r} is an emulated chip instance (per-device I0 factors); "
                              "export the ideal model's ONNX graph instead")
     g = _GraphBuilder()
+    # a characterized cell's layers couple through the nodes' capacitance matrix (models.cell_law)
+    with torch.no_grad():
+        cell_ops = model.operators() if spec.cell is not None else None
     reverse = direction == "logprob"
     v = "z" if direction == "sample" else "x"
     v_in = v
@@ -128,25 +131,35 @@ def _build(model: KirchhoffNet, direction: str, steps: list[int]):
         if layer.nodes != width:
             v = g.op("MatMul", v, g.tensor(f"resize_to_L{k}", _selection(width, layer.nodes, spec.pad_mode)))
             width = layer.nodes
-        op = cl.operator("dense")
+        op = cl.operator("dense") if cell_ops is None else cell_ops[k]
         A, c = g.tensor(f"L{k}.A", op.A), g.tensor(f"L{k}.c", op.c)  # (nodes, edges), (edges,)
         B = g.tensor(f"L{k}.B", -op.B if reverse else op.B)  # (edges, nodes), 1/C and direction folded in
         law = cl.family.law  # the device table's act and act' (models.devices)
         w = g.tensor(f"L{k}.w", op.w[:, None]) if with_div and not law.constant_slope else ""  # (edges, 1)
         h = layer.duration / steps[k]
+        if op.linear is not None:  # the cell's linear and constant terms, direction folded in
+            L = g.tensor(f"L{k}.L", -op.linear if reverse else op.linear)
+            m = g.tensor(f"L{k}.m", -op.bias if reverse else op.bias)
+        else:
+            L = m = None
 
-        def field(x: str, A=A, B=B, c=c, w=w, law=law, op=op) -> tuple[str, str | None]:
+        def field(x: str, A=A, B=B, c=c, w=w, law=law, op=op, L=L, m=m) -> tuple[str, str | None]:
             z = g.op("Add", g.op("MatMul", x, A), c)  # (batch, edges)
             values, memo = {LEAKY: spec.leaky_slope}, {}  # one node per distinct sub-expression
             i = onnx_expr(g, law.current, z, values, memo)
             slope = None if law.constant_slope else onnx_expr(g, law.slope, z, values, memo)
             dv = g.op("MatMul", i, B)
+            if L is not None:
+                dv = g.op("Add", dv, g.op("Add", g.op("MatMul", x, L), m))
             if not with_div:
                 return dv, None
             if slope is None:  # identity devices: the divergence is the constant sum(w)
                 zero = g.op("ReduceSum", g.op("Mul", x, g.scalar(0.0)), g.axes(1), keepdims=0)  # (batch,)
                 return dv, g.op("Add", zero, g.scalar(float(op.w.sum())))
-            return dv, g.op("Squeeze", g.op("MatMul", slope, w), g.axes(1))
+            div = g.op("Squeeze", g.op("MatMul", slope, w), g.axes(1))
+            if L is not None:  # tr of the linear term: a constant per layer
+                div = g.op("Add", div, g.scalar(float(torch.diagonal(op.linear).sum().detach())))
+            return dv, div
 
         for _ in range(steps[k]):
             k1, d1 = field(v)

@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "auto (default: ngspice unless the job is large, then the one projected faster)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_chip_args(p)
-    add_pdk_args(p)
+    add_pdk_args(p, write=True)
     p.set_defaults(func=cmd_simulate)
 
 

@@ -103,12 +103,16 @@ def _log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def add_pdk_args(p: argparse.ArgumentParser) -> None:
+def add_pdk_args(p: argparse.ArgumentParser, write: bool = False) -> None:
     """``--pdk --corner --temp``: realise the model in transistor cells (docs/silicon.md)."""
     g = p.add_argument_group("transistor level (a model trained for a characterized cell, e.g. twomoon-sky130)")
     g.add_argument("--pdk", help="realise the model in this PDK's cells (knet pdk list)")
     g.add_argument("--corner", help="process corner to simulate (default: the PDK's nominal)")
     g.add_argument("--temp", type=float, default=27.0, help="temperature to simulate, °C (default 27)")
+    if write:
+        g.add_argument("--write", action="store_true",
+                       help="store the measured figures (transistor.json) and the deck (transistor.cir) beside the "
+                            "model's checkpoint: the bundle, GET /models/{name} and the model page show them")
 
 
 def _realisation(args: argparse.Namespace, model):
@@ -166,7 +170,24 @@ def simulate_transistor(args: argparse.Namespace, model) -> int:
         print_json(report.to_json())
     else:
         print(transistor_table(report))
+    if args.write:
+        _write_figures(args, model, report, pdk, design, own, corner)
     return 0 if not report.summary()["failed"] else 1
+
+
+def _write_figures(args, model, report, pdk, design, own, corner) -> None:
+    import sys
+
+    from models.errors import UserInputError
+    from models.zoo import resolve
+    from silicon.deck import build_deck
+    from silicon.figures import figures, write
+
+    if report.summary()["finished"] == 0:
+        raise UserInputError("no sample finished: nothing to --write")
+    deck = build_deck(model, pdk, design, own.sheet.calibration(), None, corner, args.temp)
+    for path in write(resolve(args.model), figures(report, model, deck, own.sheet, design), deck.text):
+        print(f"wrote {path}", file=sys.stderr)
 
 
 def transistor_table(report) -> str:

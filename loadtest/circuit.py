@@ -23,7 +23,7 @@ import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from models.checkpoint import CIRCUIT_FILE
+from models.checkpoint import CIRCUIT_FILE, TRANSISTOR_FILE
 from models.config import CircuitSpec
 from models.hardware import capacitor_energy_j, chip_timing, device_energy_bound_j
 from models.zoo import resolve
@@ -54,6 +54,9 @@ class CircuitFigures:
     capacitor_energy_j: float
     device_energy_j: float
     simulated: SimulationSummary | None = None  # `knet simulate --json`, when it ran
+    # measured at transistor level (transistor.json beside the checkpoint): label, latency_s,
+    # energy_per_sample_j; None when the model was not realised in cells
+    transistor: dict | None = None
 
     @property
     def energy_j(self) -> float:
@@ -107,11 +110,26 @@ def resolve_models(args: tuple[str, ...]) -> dict[str, tuple[str, CircuitSpec | 
     return out
 
 
+def transistor_level(model: str | None) -> dict | None:
+    """The chip measured at transistor level beside ``model``'s checkpoint (``transistor.json``):
+    ``{"label", "latency_s", "energy_per_sample_j"}``, or None."""
+    try:
+        path = resolve(model) / TRANSISTOR_FILE if model else None
+    except ValueError:
+        return None
+    if path is None or not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    return {"label": f"transistor level, {doc['pdk']} {doc['corner']}, {doc['temp_c']:g} °C",
+            "latency_s": doc["latency_s"], "energy_per_sample_j": doc["energy_per_sample_j"]}
+
+
 def figures(spec: CircuitSpec, model: str | None = None) -> CircuitFigures:
-    """Projected timing and energy of ``spec`` from its hardware constants."""
+    """Projected timing and energy of ``spec`` from its hardware constants, and the measured
+    transistor-level figures where the model has them."""
     hw = spec.hardware
     t = chip_timing(spec.end_time, hw)
-    return CircuitFigures(
+    return CircuitFigures(transistor=transistor_level(model),
         model=model or spec.name, end_time=spec.end_time, tau_s=t.tau_s, settle_s=t.settle_s,
         dac_s=t.dac_s, adc_s=t.adc_s, chip_latency_s=t.total_s, capacitance_f=hw.capacitance_f,
         voltage_scale_v=hw.voltage_scale_v, current_scale_a=hw.current_scale_a,

@@ -73,20 +73,22 @@ def _settings(machine: dict) -> str:
 
 
 def _circuit_table(result: LoadTestResult) -> list[str]:
-    out = ["| model | nodes / edges | T | τ = C·V0/I0 | T·τ | DAC + ADC | **chip latency** | energy / sample "
-           "(cap + device) | ngspice: T·τ, projection | agreement (worst rel. error) | ngspice wall |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| model | nodes / edges | T | τ = C·V0/I0 | T·τ | DAC + ADC | **chip latency** (behavioural "
+           "projection) | energy / sample (cap + device) | ngspice: T·τ, projection | agreement (worst rel. error) "
+           "| ngspice wall | measured at transistor level: latency, energy / sample |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m, c in result.circuit.items():
         if c is None:
-            out.append(f"| {m} | – | – | – | – | – | – | – | – | – | – |")
+            out.append(f"| {m} | – | – | – | – | – | – | – | – | – | – | – |")
             continue
-        sim = c.simulated
+        sim, tr = c.simulated, c.transistor
+        measured = (f"{tr['label']}: {fmt_time(tr['latency_s'])}, {tr['energy_per_sample_j']:.3g} J" if tr else "–")
         out.append(
             f"| {m} | {c.nodes} / {c.edges} | {c.end_time:g} | {fmt_time(c.tau_s)} | "
             f"{fmt_time(c.settle_s)} | {fmt_time(c.dac_s + c.adc_s)} | **{fmt_time(c.chip_latency_s)}** | "
             f"{c.energy_j:.3g} J ({c.capacitor_energy_j:.2g} + {c.device_energy_j:.2g}) | "
             f"{_sim_timing(c)} | {fmt_num(sim.worst_rel_error if sim else None)} | "
-            f"{fmt_time(sim.ngspice_wall_s if sim else None)} |")
+            f"{fmt_time(sim.ngspice_wall_s if sim else None)} | {measured} |")
     return out
 
 

@@ -29,6 +29,8 @@ CIRCUIT_FILE = "circuit.json"
 WEIGHTS_FILE = "weights.safetensors"
 TRAIN_STATE_FILE = "train_state.pt"
 EVAL_FILE = "eval.json"
+# a cell-realised model's chip measured at transistor level, and its deck (silicon.figures)
+TRANSISTOR_FILE, TRANSISTOR_DECK_FILE = "transistor.json", "transistor.cir"
 CONFIG_FILE = "config.yaml"
 
 

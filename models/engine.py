@@ -130,10 +130,25 @@ def advance_layer(model, k: int, S: Tensor, n_steps: int, reverse: bool, budget:
     """Advance the state ``S (N+2, batch)`` of layer ``k`` alone in place by ``n_steps`` RK4 steps,
     with ℓ, on the path a whole solve of ``S``'s rows would take (compiled where it applies,
     else the torch layer). Used by calibration's per-layer errors."""
-    if _native_supports(model, S.t()):
+    if model.spec.cell is not None:  # a characterized cell's law is not in the engine's layers
+        _advance_cell_layer(model, k, S, n_steps, reverse, budget)
+    elif _native_supports(model, S.t()):
         engine_native.advance_layer(_native_slot(model, reverse).layers, k, S, n_steps, budget)
     else:
         rk4_layer(prepared_layers(model, reverse)[k], S, model.spec.layers[k].duration, n_steps, True, budget)
+
+
+def _advance_cell_layer(model, k: int, S: Tensor, n_steps: int, reverse: bool, budget: Budget) -> None:
+    """:func:`advance_layer` for a cell-realised model: the generic RK4 of ``KirchhoffNet.integrate``
+    through the cell's operator (``models.cell_law``), written back into ``S``."""
+    from .flow import field_of
+    from .solvers import fixed_step
+    v, ell = unpack(S)
+    fn = field_of(model.operators()[k], -1.0 if reverse else 1.0, True)
+    v, ell = fixed_step(fn, v, ell, model.spec.layers[k].duration, n_steps, "rk4", budget)
+    n = v.shape[1]
+    S[1:n + 1] = v.t()
+    S[n + 1] = ell
 
 
 def chunk_rows(layers: list[EngineLayer], element_size: int) -> int:

@@ -166,7 +166,7 @@ class KirchhoffNet(nn.Module):
             for k in order:
                 op, layer = ops[k], specs[k]
                 v = resize_nodes(v, layer.nodes, self.spec.pad_mode)
-                fn = _field(op, sign, with_divergence)
+                fn = field_of(op, sign, with_divergence)
                 if cfg.adaptive:
                     v, ell = adaptive(fn, v, ell, layer.duration, cfg, budget)
                 else:
@@ -215,7 +215,8 @@ class KirchhoffNet(nn.Module):
         return self.integrate(z, solver, with_divergence=False)[0]
 
 
-def _field(op: LayerOperator, sign: float, with_divergence: bool):
+def field_of(op: LayerOperator, sign: float, with_divergence: bool):
+    """The solver's field of one layer operator: (dv/dt, divergence or None), time sign applied."""
     if with_divergence:
         def fn(v: Tensor):
             dv, div = op.rhs_and_divergence(v)

@@ -34,7 +34,11 @@ MODEL_INFO = {"type": "object", "title": "ModelInfo", "required": ["name", "vers
               "properties": {"name": {"type": "string"}, "version": {"type": "string"},
                              "created": {"type": "string", "nullable": True}, "data_dim": {"type": "integer"},
                              "layers": {"type": "integer"}, "bijective": {"type": "boolean"},
-                             "projected_chip_latency_s": {"type": "number"}, "torch_device": {"type": "string"}}}
+                             "projected_chip_latency_s": {"type": "number"}, "torch_device": {"type": "string"},
+                             "transistor_level": {
+                                 "type": "object", "nullable": True,
+                                 "description": "the chip simulated at transistor level (transistor.json), beside "
+                                                "the behavioural projection; null when not simulated"}}}
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
 WHY = {400: "a field is invalid (named in the body)", 404: "unknown model, version, artifact or route",
        413: "body over KNET_SERVICE_MAX_BODY_BYTES", 415: "form bodies: send JSON",

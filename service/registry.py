@@ -26,7 +26,7 @@ from .batching import MicroBatcher, SolveKey, solve
 from .config import ServiceSettings
 from .errors import ServiceError
 from .metrics import observe_solve
-from .store import KIND_LABEL, robustness_summary
+from .store import KIND_LABEL, robustness_summary, transistor_summary
 
 logger = logging.getLogger("knet.service")
 
@@ -44,12 +44,14 @@ class ServedModel:
     projected_chip_latency_s: float
     batcher: MicroBatcher | None = field(default=None, repr=False)
     robustness: dict[str, Any] | None = None  # summary of the stored robustness.json (service.store)
+    transistor: dict[str, Any] | None = None  # the chip measured at transistor level (service.store)
     created: str | None = None  # when this version was stored (ISO 8601, UTC)
     runtime: Any = None  # export.ort_runtime.OrtRuntime where onnxruntime answers some sizes
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "created": self.created, **self.metadata,
-                "torch_device": str(self.model.device), "accuracy": tiers_summary(self.model.spec)}
+                "torch_device": str(self.model.device), "accuracy": tiers_summary(self.model.spec),
+                "transistor_level": self.transistor}
 
 
 def stored_versions() -> list[bentoml.Model]:
@@ -96,6 +98,7 @@ class Registry:
             served = ServedModel(name, m.tag.version, Path(m.path), model, dict(m.info.metadata),
                                  serving_solver(model, self.settings), projected_latency_s(model.spec),
                                  robustness=robustness_summary(Path(m.path)),
+                                 transistor=transistor_summary(Path(m.path)),
                                  created=m.info.creation_time.isoformat())
             self.versions.setdefault(name, {})[m.tag.version] = served
             self.models[name] = served

@@ -20,7 +20,15 @@ from typing import Any
 
 import bentoml
 
-from models.checkpoint import CIRCUIT_FILE, EVAL_FILE, WEIGHTS_FILE, content_hash, load_model
+from models.checkpoint import (
+    CIRCUIT_FILE,
+    EVAL_FILE,
+    TRANSISTOR_DECK_FILE,
+    TRANSISTOR_FILE,
+    WEIGHTS_FILE,
+    content_hash,
+    load_model,
+)
 from models.hardware import projected_latency_s
 
 logger = logging.getLogger("knet.service")
@@ -31,7 +39,9 @@ FIGURE_FILES = ("samples.png", "loss.png", "robustness.png", "design_space.png")
 # tables of `knet robustness` (its picture is among FIGURE_FILES); summarised by GET /models/{name}
 ROBUSTNESS_FILE = "robustness.json"
 ROBUSTNESS_FILES = (ROBUSTNESS_FILE, "robustness.csv")
-COPIED_FILES = (CIRCUIT_FILE, WEIGHTS_FILE, EVAL_FILE, *FIGURE_FILES, *ROBUSTNESS_FILES)
+# the chip measured at transistor level (`knet simulate MODEL --pdk P --write`) and its deck
+TRANSISTOR_FILES = (TRANSISTOR_FILE, TRANSISTOR_DECK_FILE)
+COPIED_FILES = (CIRCUIT_FILE, WEIGHTS_FILE, EVAL_FILE, *FIGURE_FILES, *ROBUSTNESS_FILES, *TRANSISTOR_FILES)
 SIDE_FILES = tuple(f for f in COPIED_FILES if f not in (CIRCUIT_FILE, WEIGHTS_FILE))
 _TAG_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
 
@@ -136,6 +146,24 @@ def stored_models() -> list[bentoml.Model]:
 SUMMARY_MISMATCH_LEVELS = (0.01, 0.05)  # σ at which the NLL increase is quoted
 # +1: a larger level is harsher (σ, seconds); -1: a smaller one is (bits, C / C_model)
 HARSHER_DIRECTION = {"mismatch": 1, "switching": 1, "quantization": -1, "adc": -1, "dac": -1, "noise": -1}
+
+
+def transistor_summary(directory: Path) -> dict[str, Any] | None:
+    """What GET /models/{name} and the model page show of ``directory/transistor.json`` (the
+    chip simulated at transistor level, beside the behavioural projection), or None when there
+    is none; ``{"error": why}`` when it cannot be read."""
+    path = Path(directory) / TRANSISTOR_FILE
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+        return {"label": f"transistor level, {doc['pdk']} {doc['corner']}, {doc['temp_c']:g} °C",
+                **{k: doc[k] for k in ("pdk", "corner", "temp_c", "cell", "transistors", "latency_s",
+                                        "energy_per_sample_j", "error_model_volts", "samples")},
+                "area_um2": doc["area_um2"]["total"], "behavioural_projection": doc["behavioural_projection"]}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        logger.warning("%s: unreadable transistor-level figures: %s", path, err)
+        return {"error": f"unreadable {TRANSISTOR_FILE}: {err}"}
 
 
 def robustness_summary(directory: Path) -> dict[str, Any] | None:

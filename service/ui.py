@@ -112,7 +112,7 @@ def model_facts(served: ServedModel) -> dict:
         "hardware": spec.hardware.model_dump(), "tau_s": timing.tau_s, "settle_s": timing.settle_s,
         "chip_latency_s": served.projected_chip_latency_s,
         "capacitor_energy_j": cap_j, "device_energy_j": dev_j, "energy_j": cap_j + dev_j,
-        "quality": quality(evals), "eval_extra": extra,
+        "quality": quality(evals), "eval_extra": extra, "transistor": served.transistor,
     }
 
 

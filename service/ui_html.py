@@ -63,6 +63,25 @@ def si(value: float, unit: str) -> str:
     return f"{value / scale:.3g} {prefix}{unit}"
 
 
+def _transistor_level(f: dict) -> str:
+    """The chip measured at transistor level beside the behavioural projection, when stored."""
+    t = f.get("transistor")
+    if not t or "error" in t:
+        return ""
+    p = t["behavioural_projection"]
+    err = t.get("error_model_volts", {})
+    acc = ", ".join(f"{k} {v['median']:.3f} (max {v['max']:.3f})" for k, v in err.items())
+    rows = "".join(f"<tr><td>{escape(a)}</td><td class=num>{b}</td><td class=num>{c}</td></tr>" for a, b, c in (
+        ("latency per forward pass", si(p["latency_s"], "s"), si(t["latency_s"], "s")),
+        ("energy per sample", si(p["energy_per_sample_j"], "J"), si(t["energy_per_sample_j"], "J")),
+        ("analog core area", "—", f'{t["area_um2"] / 1e6:.3g} mm²'),
+        ("transistors", "—", str(t["transistors"]))))
+    return (f'<h3 id="transistor-level">Measured at transistor level</h3><table><tr><th></th>'
+            f'<th>behavioural projection</th><th>{escape(t["label"])}</th></tr>{rows}</table>'
+            f'<p>Agreement of the simulated chip with its references over {t["samples"]} samples '
+            f'(|Δx| in model volts, median): {escape(acc)}.</p>')
+
+
 def _table(rows: list[tuple[str, str]]) -> str:
     """Two-column table; the values are already HTML (escape before)."""
     return "<table>" + "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
@@ -126,6 +145,7 @@ def model_page(f: dict, figures: list[tuple[str, str]], artifacts: list[Artifact
             f'{si(hw["adc_readout_s"], "s")}), whatever the batch or parameter count.</p>'
             f'<p>Energy per sample ≈ <b>{si(f["energy_j"], "J")}</b>: capacitors {si(f["capacitor_energy_j"], "J")} '
             f'+ devices at most {si(f["device_energy_j"], "J")} (full-scale currents and swings).</p>')
+    chip += _transistor_level(f)
     chip += _table([("node capacitance C", si(hw["capacitance_f"], "F")),
                     ("V0 (one model volt)", si(hw["voltage_scale_v"], "V")),
                     ("I0 (one model ampere)", si(hw["current_scale_a"], "A")), ("τ = C·V0/I0", si(f["tau_s"], "s")),
